@@ -1,0 +1,47 @@
+"""ImageNet labels, shipped with the package so decoding works offline.
+
+`imagenet1k_labels.tsv`: the 1000 classes of the ImageNet-1k heads, in TFDS
+`imagenet2012` order (sorted WordNet ids). `imagenet21k_labels.tsv`: the 21,843
+"fall11" synsets of the ImageNet-21k heads, in the authors' order. Each line is
+`wordnet_id<TAB>first lemma` (from the WordNet lemmas distributed with timm).
+"""
+
+import functools
+import os
+
+import numpy as np
+
+_DATA = os.path.join(os.path.dirname(__file__), "data")
+LABEL_FILES = {1000: "imagenet1k_labels.tsv", 21843: "imagenet21k_labels.tsv"}
+
+
+@functools.lru_cache(maxsize=None)
+def imagenet_labels(classes=1000):
+    """[(wordnet_id, name)] for a head of `classes` outputs (1000 or 21843)."""
+    if classes not in LABEL_FILES:
+        raise ValueError(
+            f"classes: labels ship for {sorted(LABEL_FILES)} classes; got {classes!r}"
+        )
+    with open(os.path.join(_DATA, LABEL_FILES[classes]), encoding="utf-8") as f:
+        return tuple(tuple(line.rstrip("\n").split("\t", 1)) for line in f)
+
+
+def decode_predictions(preds, top=5):
+    """Top classes per image: a list of [(wordnet_id, name, score), ...].
+
+    `preds` has shape (batch, 1000) or (batch, 21843), as returned by a Mixer
+    with an ImageNet head (probabilities or logits).
+    """
+    preds = np.asarray(preds)
+    if preds.ndim != 2 or preds.shape[1] not in LABEL_FILES:
+        raise ValueError(
+            f"preds: expected shape (batch, 1000) or (batch, 21843); got {preds.shape}"
+        )
+    if not (isinstance(top, int) and 1 <= top <= preds.shape[1]):
+        raise ValueError(f"top: expected an int in [1, {preds.shape[1]}]; got {top!r}")
+    labels = imagenet_labels(preds.shape[1])
+    results = []
+    for row in preds:
+        best = np.argsort(-row, kind="stable")[:top]
+        results.append([(*labels[i], float(row[i])) for i in best])
+    return results

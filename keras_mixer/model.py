@@ -1,0 +1,248 @@
+"""MLP-Mixer models (Tolstikhin et al., 2021) with the keras.applications surface.
+
+    model = keras_mixer.MixerB16(weights="imagenet")
+    probs = model.predict(images)         # RGB, values 0-255; rescaling is inside
+
+Layer names follow the authors' checkpoint (`stem`, `MixerBlock_{i}`,
+`pre_head_layer_norm`, `head`), so `weights.py` maps keys one to one.
+"""
+
+import keras
+
+from keras_mixer import weights as weights_lib
+from keras_mixer.layers import LAYER_NORM_EPSILON, GELU_FORMS, MixerBlock
+
+# Paper, Table 1. Parameter counts with a 1000-class head (pinned in the tests):
+# S/32 19,104,624; S/16 18,528,264; S/8 20,646,504; B/32 60,293,428;
+# B/16 59,880,472; L/32 206,939,264; L/16 208,196,168; H/14 432,350,952.
+VARIANTS = {
+    #       blocks, patch, hidden C, tokens MLP D_S, channels MLP D_C
+    "S/32": dict(num_blocks=8, patch_size=32, hidden_dim=512, tokens_mlp_dim=256, channels_mlp_dim=2048),
+    "S/16": dict(num_blocks=8, patch_size=16, hidden_dim=512, tokens_mlp_dim=256, channels_mlp_dim=2048),
+    "S/8": dict(num_blocks=8, patch_size=8, hidden_dim=512, tokens_mlp_dim=256, channels_mlp_dim=2048),
+    "B/32": dict(num_blocks=12, patch_size=32, hidden_dim=768, tokens_mlp_dim=384, channels_mlp_dim=3072),
+    "B/16": dict(num_blocks=12, patch_size=16, hidden_dim=768, tokens_mlp_dim=384, channels_mlp_dim=3072),
+    "L/32": dict(num_blocks=24, patch_size=32, hidden_dim=1024, tokens_mlp_dim=512, channels_mlp_dim=4096),
+    "L/16": dict(num_blocks=24, patch_size=16, hidden_dim=1024, tokens_mlp_dim=512, channels_mlp_dim=4096),
+    "H/14": dict(num_blocks=32, patch_size=14, hidden_dim=1280, tokens_mlp_dim=640, channels_mlp_dim=5120),
+}
+CONFIG_KEYS = tuple(VARIANTS["B/16"])
+DEFAULT_SIZE = 224
+POOLINGS = (None, "avg", "max")
+
+
+def Mixer(
+    variant,
+    include_top=True,
+    weights=None,
+    input_shape=None,
+    pooling=None,
+    classes=None,
+    classifier_activation="softmax",
+    dropout=0.0,
+    drop_path_rate=0.0,
+    gelu_form="tanh",
+    name=None,
+):
+    """Builds an MLP-Mixer; see `MIXER_DOCSTRING` for the arguments."""
+    # Every argument is checked before anything is downloaded or built.
+    config = resolve_variant(variant)
+    _check_options(include_top, pooling, dropout, drop_path_rate, gelu_form)
+    source = weights_lib.resolve_weights(weights, variant)
+    if input_shape is None:
+        input_shape = (*source.resolution, 3)
+    grid = _token_grid(input_shape, config["patch_size"])
+    if classes is None:
+        classes = source.classes or 1000
+    _check_head(classes, classifier_activation, include_top, source)
+    factors = (1, 1)
+    if source.kind in ("tag", "npz"):
+        factors = weights_lib.resolution_factors(source, input_shape)
+        arrays = weights_lib.load_checkpoint(source, config, include_top)
+        # K_h x K_w tiles need K_h * K_w copies of the token MLP (Appendix C).
+        config["tokens_mlp_dim"] *= factors[0] * factors[1]
+
+    model = _build(
+        config, grid, tuple(input_shape), include_top, pooling, classes,
+        classifier_activation, dropout, drop_path_rate, gelu_form,
+        name or _default_name(variant),
+    )
+    if source.kind in ("tag", "npz"):
+        weights_lib.assign_checkpoint(model, arrays, factors)
+    elif source.kind == "h5":
+        model.load_weights(source.path)
+    return model
+
+
+def _build(
+    config, grid, input_shape, include_top, pooling, classes,
+    classifier_activation, dropout, drop_path_rate, gelu_form, name,
+):
+    num_blocks, hidden = config["num_blocks"], config["hidden_dim"]
+    patch = config["patch_size"]
+    num_tokens = grid[0] * grid[1]
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="rescaling")(inputs)
+    x = keras.layers.Conv2D(
+        hidden, patch, strides=patch, padding="valid", name="stem",
+        kernel_initializer="lecun_normal",
+    )(x)
+    x = keras.layers.Reshape((num_tokens, hidden), name="tokens")(x)
+    for i in range(num_blocks):
+        x = MixerBlock(
+            num_tokens, hidden, config["tokens_mlp_dim"], config["channels_mlp_dim"],
+            # Stochastic depth rises linearly from 0 (first block) to the rate (last).
+            drop_path_rate=drop_path_rate * i / max(num_blocks - 1, 1),
+            gelu_form=gelu_form,
+            name=f"MixerBlock_{i}",
+        )(x)
+    x = keras.layers.LayerNormalization(
+        epsilon=LAYER_NORM_EPSILON, name="pre_head_layer_norm"
+    )(x)
+    if include_top:
+        # Pool after the final norm, as the checkpoints were trained.
+        x = keras.layers.GlobalAveragePooling1D(name="avg_pool")(x)
+        if dropout:
+            x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+        x = keras.layers.Dense(classes, kernel_initializer="zeros", name="head")(x)
+        # float32 output keeps softmax and logits exact under mixed precision.
+        x = keras.layers.Activation(
+            classifier_activation, dtype="float32", name="predictions"
+        )(x)
+    elif pooling == "avg":
+        x = keras.layers.GlobalAveragePooling1D(name="avg_pool")(x)
+    elif pooling == "max":
+        x = keras.layers.GlobalMaxPooling1D(name="max_pool")(x)
+    else:
+        x = keras.layers.Reshape((*grid, hidden), name="feature_map")(x)
+    return keras.Model(inputs, x, name=name)
+
+
+def resolve_variant(variant):
+    """Returns the config dict of a paper name ("B/16") or checks a custom dict."""
+    if isinstance(variant, str) and variant in VARIANTS:
+        return dict(VARIANTS[variant])
+    if isinstance(variant, dict) and set(variant) == set(CONFIG_KEYS):
+        bad = {k: v for k, v in variant.items() if not (isinstance(v, int) and v > 0)}
+        if not bad:
+            return dict(variant)
+        raise ValueError(f"variant: every value must be a positive int; got {bad}")
+    raise ValueError(
+        f"variant: expected one of {list(VARIANTS)} or a dict with keys "
+        f"{list(CONFIG_KEYS)}; got {variant!r}"
+    )
+
+
+def _check_options(include_top, pooling, dropout, drop_path_rate, gelu_form):
+    if not isinstance(include_top, bool):
+        raise ValueError(f"include_top: expected True or False; got {include_top!r}")
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling: expected one of {POOLINGS}; got {pooling!r}")
+    for arg, value in (("dropout", dropout), ("drop_path_rate", drop_path_rate)):
+        if not (isinstance(value, (int, float)) and 0 <= value < 1):
+            raise ValueError(f"{arg}: expected a number in [0, 1); got {value!r}")
+    if gelu_form not in GELU_FORMS:
+        raise ValueError(f"gelu_form: expected one of {GELU_FORMS}; got {gelu_form!r}")
+
+
+def _token_grid(input_shape, patch):
+    shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else None
+    if (
+        shape is None or len(shape) != 3 or shape[2] != 3
+        or not all(isinstance(s, int) and s > 0 for s in shape)
+    ):
+        raise ValueError(
+            f"input_shape: expected (height, width, 3) with positive ints; "
+            f"got {input_shape!r}"
+        )
+    if shape[0] % patch or shape[1] % patch:
+        raise ValueError(
+            f"input_shape: height and width must be multiples of the patch size "
+            f"{patch}; got {shape}"
+        )
+    return shape[0] // patch, shape[1] // patch
+
+
+def _check_head(classes, classifier_activation, include_top, source):
+    if not (isinstance(classes, int) and classes > 0):
+        raise ValueError(f"classes: expected a positive int; got {classes!r}")
+    if not include_top or not source.pretrained:
+        return
+    if source.classes and classes != source.classes:
+        raise ValueError(
+            f"classes: the {source.name} weights have a {source.classes}-class head; "
+            f"got classes={classes}. Use include_top=False and add your own head "
+            f"to train on other classes."
+        )
+    if classifier_activation not in ("softmax", None):
+        raise ValueError(
+            f"classifier_activation: with pretrained weights and include_top=True, "
+            f"expected 'softmax' or None; got {classifier_activation!r}"
+        )
+
+
+def _default_name(variant):
+    if isinstance(variant, str):
+        return "mixer_" + variant.replace("/", "").lower()
+    return "mixer"
+
+
+MIXER_DOCSTRING = """Builds MLP-Mixer {variant} (Tolstikhin et al., 2021).
+
+    Inputs are RGB images with values in [0, 255], shape (batch, H, W, 3);
+    rescaling to [-1, 1] is the model's first layer (`preprocess_input` is the
+    identity).
+
+    Args:
+        include_top: whether to end in the classification `head`.
+        weights: None (random init), one of {tags} (the authors'
+            checkpoints, downloaded on first use; see `keras_mixer.weights`),
+            or a path to an authors' `.npz` or a Keras `.weights.h5` file.
+        input_shape: (H, W, 3); defaults to (224, 224, 3). H and W must be
+            multiples of {patch}. With pretrained weights, H and W must be
+            integer multiples of the checkpoint's size: the token-mixing MLPs are
+            then initialised block-diagonally (paper, Appendix C).
+        pooling: with include_top=False, None for the (H/{patch}, W/{patch}, C)
+            feature map, "avg" or "max" for pooled (batch, C) features.
+        classes: head size; defaults to the checkpoint's, else 1000.
+        classifier_activation: activation of the "predictions" layer; None
+            returns logits.
+        dropout: dropout rate before the head (fine-tuning).
+        drop_path_rate: stochastic depth at the last block, rising linearly
+            from 0 at the first.
+        gelu_form: "tanh" (default) or the identical "sigmoid" form for
+            accelerators without a GELU op.
+        name: model name.
+
+    Returns:
+        A `keras.Model`.
+    """
+
+
+def _variant_builder(variant, public_name):
+    def builder(include_top=True, weights=None, input_shape=None, pooling=None,
+                classes=None, classifier_activation="softmax", dropout=0.0,
+                drop_path_rate=0.0, gelu_form="tanh", name=None):
+        return Mixer(
+            variant, include_top=include_top, weights=weights,
+            input_shape=input_shape, pooling=pooling, classes=classes,
+            classifier_activation=classifier_activation, dropout=dropout,
+            drop_path_rate=drop_path_rate, gelu_form=gelu_form, name=name,
+        )
+
+    tags = ", ".join(repr(t) for t in weights_lib.available_tags(variant)) or "none"
+    builder.__name__ = builder.__qualname__ = public_name
+    builder.__doc__ = MIXER_DOCSTRING.format(
+        variant=variant, tags=tags, patch=VARIANTS[variant]["patch_size"]
+    )
+    return builder
+
+
+MixerS32 = _variant_builder("S/32", "MixerS32")
+MixerS16 = _variant_builder("S/16", "MixerS16")
+MixerS8 = _variant_builder("S/8", "MixerS8")
+MixerB32 = _variant_builder("B/32", "MixerB32")
+MixerB16 = _variant_builder("B/16", "MixerB16")
+MixerL32 = _variant_builder("L/32", "MixerL32")
+MixerL16 = _variant_builder("L/16", "MixerL16")
+MixerH14 = _variant_builder("H/14", "MixerH14")
