@@ -1,7 +1,8 @@
 """The contract a phone app reads: labels, input and output of a .tflite file.
 
-Written as a sidecar JSON next to the model, `<model>.tflite.json`... see
-`sidecar_path`: for `mixer.tflite` the sidecar is `mixer.tflite.json`.
+Written as a sidecar JSON next to the model, `<model>.json`: for
+`out/mixer.tflite` the sidecar is `out/mixer.json` (see `sidecar_path`).
+`read_contract(path)` reads it back (path: the .tflite or the .json).
 Schema "keras-mixer-tflite/1" (kept exactly; the Android demo parses it):
 
     {"format": "keras-mixer-tflite/1",
