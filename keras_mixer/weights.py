@@ -71,6 +71,8 @@ class WeightsSource:
 
 
 def available_tags(variant):
+    if not isinstance(variant, str):  # custom configs have no released weights
+        return []
     return [t for t, c in CHECKPOINTS.items() if variant in c["files"]]
 
 
@@ -83,7 +85,7 @@ def resolve_weights(weights, variant):
     if not isinstance(weights, str):
         raise ValueError(f"weights: expected None, a tag or a file path; got {weights!r}")
     if weights in CHECKPOINTS:
-        if variant not in CHECKPOINTS[weights]["files"]:
+        if weights not in available_tags(variant):
             allowed = [None, *available_tags(variant), "a path to a .npz or .weights.h5 file"]
             raise ValueError(
                 f"weights: {weights!r} is not available for Mixer {variant}; "
@@ -217,12 +219,16 @@ def get_weights_file(tag, variant, cache_dir=None):
         return path
     origin = (mirror.rstrip("/") + "/" if mirror else BASE_URL) + relative
     fname = relative.replace("/", "_")
+    if cache_dir is not None:  # get_file silently falls back to /tmp if it is missing
+        os.makedirs(cache_dir, exist_ok=True)
     try:
         return keras.utils.get_file(
             fname, origin=origin, cache_subdir=CACHE_SUBDIR, cache_dir=cache_dir
         )
     except Exception as err:  # get_file raises bare Exception on URL errors
-        cache_root = cache_dir or os.path.join(os.path.expanduser("~"), ".keras")
+        cache_root = cache_dir or os.environ.get(
+            "KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras")
+        )
         target = os.path.join(cache_root, CACHE_SUBDIR, fname)
         raise OSError(
             f"weights: could not download the {tag!r} checkpoint of Mixer {variant} "

@@ -1,0 +1,141 @@
+"""Labels, the eval transform, the predict/convert commands, the JAX backend."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from conftest import TINY, images, reference, write_checkpoint
+from PIL import Image
+
+import keras_mixer
+from keras_mixer import cli, commands
+from keras_mixer.labels import imagenet_labels
+from keras_mixer.preprocessing import eval_resize_crop, load_image
+
+
+def test_labels_ship_offline_in_imagenet_order():
+    labels = imagenet_labels(1000)
+    assert len(labels) == 1000 and len(imagenet_labels(21843)) == 21843
+    assert labels[0] == ("n01440764", "tench")
+    assert labels[281] == ("n02123045", "tabby")
+    assert labels[999] == ("n15075141", "toilet tissue")
+    wnids = [w for w, _ in labels]
+    assert wnids == sorted(wnids)  # TFDS imagenet2012 order: sorted WordNet ids
+
+
+def test_decode_predictions_top_k():
+    probs = np.zeros((2, 1000), np.float32)
+    probs[0, [281, 0, 5]] = [0.7, 0.2, 0.1]
+    probs[1, 999] = 1.0
+    decoded = keras_mixer.decode_predictions(probs, top=3)
+    assert decoded[0] == [("n02123045", "tabby", pytest.approx(0.7)),
+                          ("n01440764", "tench", pytest.approx(0.2)),
+                          ("n01496331", "electric ray", pytest.approx(0.1))]
+    assert decoded[1][0][:2] == ("n15075141", "toilet tissue")
+    big = np.zeros((1, 21843)); big[0, 5] = 1
+    assert keras_mixer.decode_predictions(big, top=1)[0][0][0] == imagenet_labels(21843)[5][0]
+    with pytest.raises(ValueError, match=r"preds: expected shape \(batch, 1000\) or \(batch, 21843\); got \(2, 10\)"):
+        keras_mixer.decode_predictions(np.zeros((2, 10)))
+    with pytest.raises(ValueError, match=r"top: expected an int in \[1, 1000\]; got 0"):
+        keras_mixer.decode_predictions(probs, top=0)
+
+
+def test_eval_transform_resizes_shorter_side_then_centre_crops():
+    # A 256x512 image whose middle 256 columns are white: after resizing the
+    # shorter side to 256 and cropping 224 from the centre, it is all white.
+    image = np.zeros((256, 512, 3), np.uint8)
+    image[:, 128:384] = 255
+    out = eval_resize_crop(image, (224, 224)).numpy()
+    assert out.shape == (224, 224, 3) and out.dtype == np.float32
+    np.testing.assert_allclose(out, 255.0, atol=1e-3)
+    small = eval_resize_crop(np.full((40, 30, 3), 7, np.uint8), (16, 16)).numpy()
+    np.testing.assert_allclose(small, 7.0, atol=1e-3)
+
+
+def _png(path, rng, size=40):
+    Image.fromarray(rng.integers(0, 256, (size, size + 8, 3), dtype=np.uint8)).save(path)
+    return str(path)
+
+
+def test_predict_command_ranks_like_the_model(tmp_path, rng, tiny_checkpoint, capsys):
+    path, _ = tiny_checkpoint
+    model = keras_mixer.Mixer(TINY, weights=path)
+    model.save(tmp_path / "tiny.keras")
+    files = [_png(tmp_path / "a.png", rng), _png(tmp_path / "b.png", rng)]
+    results = commands.predict(files, str(tmp_path / "tiny.keras"), weights=None, top=3)
+    x = np.stack([load_image(f, (16, 16)).numpy() for f in files])
+    probs = model.predict(x, verbose=0)
+    for row, result in zip(probs, results):
+        assert [int(label) for label, _ in result] == list(np.argsort(-row, kind="stable")[:3])
+        assert result[0][1] == pytest.approx(row.max(), abs=1e-6)
+    (tmp_path / "names.txt").write_text("\n".join(f"class {i}" for i in range(7)))
+    argv = ["predict", *files, "--model", str(tmp_path / "tiny.keras"), "--top", "2",
+            "--labels", str(tmp_path / "names.txt")]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"{files[0]}\n  1. class {np.argmax(probs[0])}" in out
+
+
+def test_predict_errors(tmp_path, rng, tiny_checkpoint, capsys):
+    path, _ = tiny_checkpoint
+    keras_mixer.Mixer(TINY, weights=path).save(tmp_path / "tiny.keras")
+    assert cli.main(["predict", str(tmp_path / "missing.png"), "--model", str(tmp_path / "tiny.keras")]) == 2
+    assert "keras-mixer predict: error: images: no such file(s): ['" in capsys.readouterr().err
+    png = _png(tmp_path / "a.png", rng)
+    with pytest.raises(ValueError, match=r"labels: the model has 7 classes; got 2 labels"):
+        commands.predict([png], str(tmp_path / "tiny.keras"), None, 1, ["a", "b"])
+    with pytest.raises(ValueError, match=r"top: expected an int in \[1, 7\]; got 9"):
+        commands.predict([png], str(tmp_path / "tiny.keras"), None, 9)
+    with pytest.raises(ValueError, match=r"weights: a .keras file carries its own; got 'imagenet'"):
+        commands.predict([png], str(tmp_path / "tiny.keras"), "imagenet")
+
+
+def test_convert_npz_to_keras_and_weights_h5(tmp_path, rng, tiny_checkpoint, capsys):
+    path, params = tiny_checkpoint
+    out = tmp_path / "tiny.keras"
+    assert cli.main(["convert", path, "-o", str(out)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    x = images(rng, 2)
+    probs = keras.models.load_model(out).predict(x, verbose=0)
+    np.testing.assert_allclose(np.log(probs) - np.log(probs[:, :1]),
+                               reference.logits(x, params) - reference.logits(x, params)[:, :1], atol=1e-4)
+    h5 = tmp_path / "tiny.weights.h5"
+    commands.convert(path, str(h5), input_size=32)  # 2x resolution: tiled token MLPs
+    big = keras_mixer.Mixer(dict(TINY, tokens_mlp_dim=32), weights=str(h5), input_shape=(32, 32, 3), classes=7)
+    direct = keras_mixer.Mixer(TINY, weights=path, input_shape=(32, 32, 3))
+    x2 = images(rng, 1, size=32)
+    np.testing.assert_array_equal(big.predict(x2, verbose=0), direct.predict(x2, verbose=0))
+    assert cli.main(["convert", path, "-o", str(out)]) == 2
+    assert f"output: '{out}' exists; pass --overwrite to replace it" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"model: '.*tiny.npz' holds a Mixer \{'num_blocks': 2.*; got --model 'B/16'"):
+        commands.convert(path, str(tmp_path / "x.keras"), model="B/16")
+    with pytest.raises(ValueError, match=r"output: expected a path ending in .keras or .weights.h5; got 'x.h5'"):
+        commands.convert(path, "x.h5")
+
+
+def test_convert_names_a_real_variant(tmp_path, rng):
+    params = reference.random_checkpoint(rng, 8, 32, 512, 256, 2048, tokens=49, classes=1000)
+    path = write_checkpoint(tmp_path / "Mixer-S_32.npz", params)
+    model = commands.convert(path, str(tmp_path / "s32.weights.h5"), model="S/32")
+    assert model.name == "mixer_s32" and model.count_params() == 19_104_624
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
+def test_model_runs_under_the_jax_backend(tiny_checkpoint, rng, tmp_path):
+    path, params = tiny_checkpoint
+    x = images(rng, 2)
+    np.save(tmp_path / "x.npy", x)
+    script = (
+        "import sys, numpy as np, keras, keras_mixer\n"
+        "assert keras.backend.backend() == 'jax'\n"
+        f"cfg = {TINY!r}\n"
+        f"m = keras_mixer.Mixer(cfg, weights={path!r}, classifier_activation=None)\n"
+        f"np.save({str(tmp_path / 'out.npy')!r}, np.asarray(m.predict(np.load({str(tmp_path / 'x.npy')!r}), verbose=0)))\n"
+    )
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
+    subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=300)
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), reference.logits(x, params), atol=1e-4)
