@@ -6,7 +6,8 @@ evaluation transform, shared by prediction, evaluation and the exported
 SavedModel's image-bytes signature.
 """
 
-import tensorflow as tf
+# TensorFlow is imported inside the functions: the model itself needs only
+# keras.ops, so `import keras_mixer` stays light on the JAX and PyTorch backends.
 
 # Resize so that the crop is 87.5% of the shorter side (256 -> 224), then crop.
 CROP_FRACTION = 0.875
@@ -20,6 +21,8 @@ def preprocess_input(x, data_format=None):
 def eval_resize_crop(image, size=(224, 224), crop_fraction=CROP_FRACTION):
     """Paper's eval transform on one (H, W, 3) image: resize the shorter side to
     size / crop_fraction (bicubic), centre-crop `size`. Returns float32 0-255."""
+    import tensorflow as tf
+
     height, width = size
     image = tf.convert_to_tensor(image)
     shape = tf.cast(tf.shape(image)[:2], tf.float32)
@@ -35,6 +38,8 @@ def eval_resize_crop(image, size=(224, 224), crop_fraction=CROP_FRACTION):
 
 def load_image(path, size=(224, 224)):
     """Reads a JPEG/PNG/GIF/BMP file into the model's contract (float32 0-255)."""
+    import tensorflow as tf
+
     data = tf.io.read_file(path)
     image = tf.io.decode_image(data, channels=3, expand_animations=False)
     return eval_resize_crop(image, size)
