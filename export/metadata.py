@@ -24,3 +24,108 @@ Schema "keras-mixer-tflite/1" (kept exactly; the Android demo parses it):
 """
 
 FORMAT = "keras-mixer-tflite/1"
+
+import json
+import os
+
+import numpy as np
+
+DTYPES = ("float32", "uint8", "int8")
+OUTPUT_KINDS = ("probabilities", "logits")
+QUANTIZE_MODES = ("none", "float16", "dynamic", "int8")
+
+
+def sidecar_path(tflite_path):
+    """`out/mixer.tflite` -> `out/mixer.json`."""
+    return os.path.splitext(tflite_path)[0] + ".json"
+
+
+def io_contract(tflite_path):
+    """(input, output) dicts of the schema, read back from the converted file."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=tflite_path)
+    (inp,), (out,) = interp.get_input_details(), interp.get_output_details()
+    return _tensor(inp), _tensor(out)
+
+
+def _tensor(detail):
+    scale, zero_point = detail["quantization"]
+    quant = None
+    if scale:  # (0.0, 0) marks a float tensor
+        quant = {"scale": float(scale), "zero_point": int(zero_point)}
+    return {
+        "shape": [int(d) for d in detail["shape"]],
+        "dtype": np.dtype(detail["dtype"]).name,
+        "quantization": quant,
+    }
+
+
+def write_sidecar(tflite_path, model_name, labels, quantize, target, kind):
+    """Writes `<model>.json` next to the .tflite; returns (path, contract)."""
+    inp, out = io_contract(tflite_path)
+    if len(labels) != out["shape"][-1]:
+        raise ValueError(
+            f"labels: the model has {out['shape'][-1]} classes; got {len(labels)} labels"
+        )
+    contract = {
+        "format": FORMAT,
+        "input": {"shape": inp["shape"], "dtype": inp["dtype"], "color": "RGB",
+                  "range": [0, 255], "quantization": inp["quantization"]},
+        "output": {"shape": out["shape"], "dtype": out["dtype"], "kind": kind,
+                   "quantization": out["quantization"]},
+        "labels": [str(label) for label in labels],
+        "model": model_name,
+        "quantize": quantize,
+        "target": target,
+    }
+    path = sidecar_path(tflite_path)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(contract, f, indent=1)
+    return path, contract
+
+
+def read_contract(path):
+    """Reads and checks the sidecar of a model (`path`: the .tflite or the .json).
+
+    Raises ValueError naming the first field that breaks the schema.
+    """
+    json_path = path if path.endswith(".json") else sidecar_path(path)
+    if not os.path.isfile(json_path):
+        raise FileNotFoundError(f"path: no sidecar metadata at {json_path!r}")
+    with open(json_path, encoding="utf-8") as f:
+        contract = json.load(f)
+    _check_contract(contract)
+    return contract
+
+
+def _check_contract(c):
+    def need(ok, field, value, allowed):
+        if not ok:
+            raise ValueError(f"metadata {field}: expected {allowed}; got {value!r}")
+
+    need(c.get("format") == FORMAT, "format", c.get("format"), repr(FORMAT))
+    inp, out = c.get("input", {}), c.get("output", {})
+    shape = inp.get("shape")
+    need(isinstance(shape, list) and len(shape) == 4 and shape[0] == 1 and shape[3] == 3,
+         "input.shape", shape, "[1, H, W, 3]")
+    need(inp.get("color") == "RGB", "input.color", inp.get("color"), "'RGB'")
+    need(inp.get("range") == [0, 255], "input.range", inp.get("range"), "[0, 255]")
+    need(out.get("kind") in OUTPUT_KINDS, "output.kind", out.get("kind"), OUTPUT_KINDS)
+    labels = c.get("labels")
+    need(isinstance(out.get("shape"), list) and len(out["shape"]) == 2
+         and isinstance(labels, list) and out["shape"] == [1, len(labels)],
+         "output.shape", out.get("shape"), "[1, len(labels)]")
+    for name, tensor in (("input", inp), ("output", out)):
+        need(tensor.get("dtype") in DTYPES, f"{name}.dtype", tensor.get("dtype"), DTYPES)
+        quant = tensor.get("quantization")
+        float_io = tensor["dtype"] == "float32"
+        need((quant is None) == float_io and (float_io or (
+            isinstance(quant.get("scale"), float) and isinstance(quant.get("zero_point"), int))),
+            f"{name}.quantization", quant,
+            "null for float32, else {'scale': float, 'zero_point': int}")
+    need(c.get("quantize") in QUANTIZE_MODES, "quantize", c.get("quantize"), QUANTIZE_MODES)
+    from export.targets import TARGETS
+
+    need(c.get("target") in TARGETS, "target", c.get("target"), TARGETS)
+    need(isinstance(c.get("model"), str), "model", c.get("model"), "a string")
