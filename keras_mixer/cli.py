@@ -12,6 +12,7 @@ import sys
 
 COMMAND_MODULES = (
     "keras_mixer.commands",  # predict, convert
+    "export.commands",  # export tflite|saved-model|verify
 )
 
 

@@ -1,0 +1,87 @@
+"""`keras-mixer export tflite|saved-model|verify`: parse, then call a plain function."""
+
+import json
+
+from export import data as data_lib
+from export import tflite as tflite_lib
+from export.targets import TARGETS
+
+
+def add_parsers(subparsers):
+    export = subparsers.add_parser("export", help="TFLite for phones/edge, SavedModel for servers")
+    sub = export.add_subparsers(dest="export_command", required=True, metavar="FORMAT")
+    model_help = "a .keras file, or a variant name (S/16, B/16, ...) with --weights"
+
+    p = sub.add_parser("tflite", help="convert to .tflite (+ <model>.json sidecar metadata)")
+    p.add_argument("model", help=model_help)
+    p.add_argument("-o", "--output", required=True, help="OUT.tflite")
+    p.add_argument("--weights", help="weights tag or file for a variant (default: random init)")
+    p.add_argument("--quantize", default="none", help=f"one of {tflite_lib.QUANTIZE_MODES} (default: none)")
+    p.add_argument("--target", default="cpu", help=f"one of {TARGETS} (default: cpu)")
+    p.add_argument("--representative", default="default",
+                   help=f"int8 calibration images: {data_lib.SOURCES} (default: the embedded digits)")
+    p.add_argument("--num-samples", type=int, default=tflite_lib.DEFAULT_SAMPLES,
+                   help=f"calibration images (default: {tflite_lib.DEFAULT_SAMPLES})")
+    p.add_argument("--io-dtype", default="float32",
+                   help=f"int8 model input/output type: one of {tflite_lib.IO_DTYPES} (default: float32)")
+    p.add_argument("--float-ops", default="",
+                   help=f"int8: keep these ops in float, comma-separated presets "
+                        f"{list(tflite_lib.FLOAT_OP_PRESETS)} or TFLite op names")
+    p.add_argument("--labels", help="'digits' or a text file with one class name per line")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(run=_run_tflite)
+
+    p = sub.add_parser("saved-model", help="SavedModel with serving signatures, NAME/VERSION/ layout")
+    p.add_argument("model", help=model_help)
+    p.add_argument("-o", "--output", required=True, help="NAME directory (the model goes to NAME/VERSION/)")
+    p.add_argument("--weights", help="weights tag or file for a variant (default: random init)")
+    p.add_argument("--version", type=int, default=1, help="version sub-directory (default: 1)")
+    p.add_argument("--xla", action="store_true", help="compile the model's compute with XLA")
+    p.add_argument("--top-k", type=int, default=5, help="labels per image of serve_bytes (default: 5)")
+    p.add_argument("--labels", help="'digits' or a text file with one class name per line")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing NAME/VERSION/")
+    p.set_defaults(run=_run_saved_model)
+
+    p = sub.add_parser("verify", help="run a .tflite in LiteRT against its Keras model")
+    p.add_argument("tflite", help="the .tflite file")
+    p.add_argument("model", help=model_help)
+    p.add_argument("--weights", help="weights tag or file for a variant")
+    p.add_argument("--images", default="default",
+                   help=f"held-out images: {data_lib.SOURCES} (default: embedded digits test split)")
+    p.add_argument("-n", "--count", type=int, default=100, help="images to compare (default: 100)")
+    p.add_argument("--threads", type=int, default=2, help="interpreter threads (default: 2)")
+    p.set_defaults(run=_run_verify)
+
+
+def _run_tflite(args):
+    report = tflite_lib.export_tflite(
+        args.model, args.output, args.quantize, args.target, args.representative,
+        args.num_samples, args.io_dtype, args.float_ops, args.labels, args.weights,
+        args.overwrite)
+    contract = report["contract"]
+    print(f"wrote {report['path']} ({report['bytes']:,} bytes) and {report['sidecar']}")
+    print(f"input {contract['input']['dtype']} {contract['input']['shape']}, "
+          f"output {contract['output']['dtype']} {contract['output']['shape']} "
+          f"({contract['output']['kind']})")
+    print("ops: " + ", ".join(f"{k} x{v}" for k, v in report["ops"].items()))
+    xnn = report["xnnpack"]
+    print(f"XNNPACK (CPU): {xnn['partitions']} partition(s), whole graph in one: {xnn['whole_graph']}")
+    unsupported = ", ".join(report["unsupported"]) or "none"
+    print(f"unsupported on {args.target}: {unsupported}")
+
+
+def _run_saved_model(args):
+    from export.saved_model import export_saved_model
+
+    path = export_saved_model(args.model, args.output, args.version, args.xla, args.top_k,
+                              args.labels, args.weights, args.overwrite)
+    print(f"wrote {path} (signatures: serving_default, serve_uint8, serve_bytes; "
+          f"XLA: {'on, compiles on first call per batch size' if args.xla else 'off'})")
+
+
+def _run_verify(args):
+    from export.verify import verify_tflite
+
+    report = verify_tflite(args.tflite, args.model, args.images, args.count, args.weights,
+                           args.threads)
+    print(json.dumps(report, indent=1))

@@ -1,0 +1,213 @@
+"""What each deployment target runs, and how a .tflite file measures up to it.
+
+The op tables list TFLite builtin operators by their schema names. A target
+that lacks GELU gets a graph rebuilt with `gelu_form="sigmoid"`
+(x * sigmoid(2z): the same function as the tanh approximation, made of
+LOGISTIC and MUL), so the file holds only ops that target supports.
+Op lists are read from the flatbuffer with the schema that ships in
+`ai_edge_litert`, so checking a file needs no TensorFlow.
+"""
+
+import keras
+import numpy as np
+
+TARGETS = ("cpu", "gpu", "nnapi", "edgetpu")
+# Targets without a GELU kernel: GELU is absent from the GPU delegate's
+# documented op list and from the Edge TPU compiler's op table (below).
+SIGMOID_GELU_TARGETS = ("gpu", "edgetpu")
+
+# GPU delegate. Source: tensorflow/lite/tools/versioning/gpu_compatibility.cc
+# (CheckGpuDelegateCompatibility), the check the delegate itself runs, minus
+# GELU: that file accepts GELU only in recent releases, and the documented
+# list (ai.google.dev/edge/litert/performance/gpu, "Supported ops") does not
+# have it, so an app on an older delegate would fall back to the CPU.
+GPU_OPS = frozenset("""
+ABS ADD AVERAGE_POOL_2D BATCH_MATMUL CAST CONCATENATION CONV_2D COS
+DEPTHWISE_CONV_2D DEPTH_TO_SPACE DEQUANTIZE DIV ELU EQUAL EXP FLOOR FLOOR_DIV
+FLOOR_MOD FULLY_CONNECTED GATHER GREATER GREATER_EQUAL HARD_SWISH LEAKY_RELU
+LESS LESS_EQUAL LOG LOGICAL_AND LOGISTIC LSTM MAXIMUM MAX_POOL_2D MEAN
+MINIMUM MIRROR_PAD MUL NEG NOT_EQUAL ONE_HOT PACK PAD PADV2 POW PRELU QUANTIZE
+REDUCE_MAX REDUCE_MIN REDUCE_PROD RELU RELU6 RELU_N1_TO_1 RESHAPE
+RESIZE_BILINEAR RESIZE_NEAREST_NEIGHBOR RSQRT SELECT SELECT_V2 SIGN SIN SLICE
+SOFTMAX SPACE_TO_DEPTH SPLIT SPLIT_V SQRT SQUARE SQUARED_DIFFERENCE
+STRIDED_SLICE SUB SUM TANH TILE TRANSPOSE TRANSPOSE_CONV
+""".split())
+
+# NNAPI delegate. Source: tensorflow/lite/delegates/nnapi/nnapi_delegate.cc
+# (NNAPIDelegateKernel::Validate; SQUARED_DIFFERENCE is lowered to SUB and
+# MUL there). NNAPI has no GELU operation (Android NN API operand list).
+NNAPI_OPS = frozenset("""
+ABS ADD ARG_MAX ARG_MIN AVERAGE_POOL_2D BATCH_MATMUL BATCH_TO_SPACE_ND CAST
+CONCATENATION CONV_2D DEPTHWISE_CONV_2D DEPTH_TO_SPACE DEQUANTIZE DIV ELU
+EQUAL EXP EXPAND_DIMS FILL FLOOR FULLY_CONNECTED GATHER GREATER GREATER_EQUAL
+HARD_SWISH L2_NORMALIZATION L2_POOL_2D LEAKY_RELU LESS LESS_EQUAL LOG
+LOGICAL_AND LOGICAL_NOT LOGICAL_OR LOGISTIC LOG_SOFTMAX MAXIMUM MAX_POOL_2D
+MEAN MINIMUM MIRROR_PAD MUL NEG NOT_EQUAL PACK PAD PADV2 POW PRELU QUANTIZE
+REDUCE_ANY REDUCE_MAX REDUCE_MIN REDUCE_PROD RELU RELU6 RELU_N1_TO_1 RESHAPE
+RESIZE_BILINEAR RESIZE_NEAREST_NEIGHBOR RSQRT SELECT SIN SLICE SOFTMAX
+SPACE_TO_BATCH_ND SPACE_TO_DEPTH SPLIT SPLIT_V SQRT SQUARED_DIFFERENCE SQUEEZE
+STRIDED_SLICE SUB SUM TANH TILE TOPK_V2 TRANSPOSE TRANSPOSE_CONV UNPACK
+""".split())
+
+# Edge TPU compiler. Source: coral.ai/docs/edgetpu/models-intro
+# ("Supported operations"). Only int8/uint8 ops map to the TPU; float ops
+# and anything else run on the host CPU.
+EDGETPU_OPS = frozenset("""
+ADD AVERAGE_POOL_2D BATCH_MATMUL CONCATENATION CONV_2D DEPTHWISE_CONV_2D
+DEQUANTIZE EXPAND_DIMS FULLY_CONNECTED L2_NORMALIZATION LOGISTIC LSTM MAXIMUM
+MAX_POOL_2D MEAN MINIMUM MUL PACK PAD PRELU QUANTIZE REDUCE_MAX REDUCE_MIN
+RELU RELU6 RELU_N1_TO_1 RESHAPE RESIZE_BILINEAR RESIZE_NEAREST_NEIGHBOR RSQRT
+SLICE SOFTMAX SPACE_TO_DEPTH SPLIT SQUARED_DIFFERENCE SQUEEZE STRIDED_SLICE SUB
+SUM TANH TRANSPOSE TRANSPOSE_CONV
+""".split())
+
+# cpu: None = every builtin op has a reference CPU kernel; only custom (Flex)
+# ops would need the select-TF-ops runtime, which a phone app lacks.
+SUPPORTED_OPS = {"cpu": None, "gpu": GPU_OPS, "nnapi": NNAPI_OPS, "edgetpu": EDGETPU_OPS}
+_QUANTIZED = ("int8", "uint8", "int16")
+
+
+def check_target(target):
+    if target not in TARGETS:
+        raise ValueError(f"target: expected one of {TARGETS}; got {target!r}")
+
+
+def rebuild_for_target(model, target):
+    """An export copy of `model`: the same function, in ops `target` runs well.
+
+    Cloned from the model's config with the weights copied. Where `target`
+    lacks GELU, every MixerBlock gets `gelu_form="sigmoid"`. Every LayerNorm
+    computes (x - mean) * inv + beta instead of Keras' x * inv + (-mean * inv
+    + beta): equal up to float rounding, but the converter turns Keras' form
+    into a NEG op, which has no int8 kernel, so a full-int8 file would fall
+    back to float around each LayerNorm (QUANTIZE/DEQUANTIZE pairs, many
+    XNNPACK partitions, and an op the Edge TPU does not map).
+    """
+    check_target(target)
+    config = model.get_config()
+    if target in SIGMOID_GELU_TARGETS:
+        _set_gelu_form(config, "sigmoid")
+    clone = model.__class__.from_config(config)
+    clone.set_weights(model.get_weights())
+    for layer in clone._flatten_layers():
+        if type(layer) is keras.layers.LayerNormalization and not layer.rms_scaling:
+            layer.__class__ = _SubtractMeanLayerNorm
+    return clone
+
+
+class _SubtractMeanLayerNorm(keras.layers.LayerNormalization):
+    """LayerNormalization written as (x - mean) * (gamma / std) + beta.
+
+    Only swapped onto layers of an export copy (never saved or registered).
+    """
+
+    def call(self, inputs):
+        from keras import ops
+
+        x = ops.cast(inputs, "float32")
+        mean, variance = ops.moments(x, axes=self.axis, keepdims=True)
+        inv = ops.rsqrt(variance + self.epsilon)
+        if self.scale:
+            inv = inv * self.gamma
+        outputs = (x - mean) * inv
+        if self.center:
+            outputs = outputs + self.beta
+        return ops.cast(outputs, self.compute_dtype)
+
+
+def _set_gelu_form(node, form):
+    # Walks a (possibly nested) functional config; MixerBlock and MlpBlock
+    # configs are the dicts that carry "gelu_form".
+    if isinstance(node, dict):
+        if "gelu_form" in node:
+            node["gelu_form"] = form
+        for value in node.values():
+            _set_gelu_form(value, form)
+    elif isinstance(node, list):
+        for value in node:
+            _set_gelu_form(value, form)
+
+
+def model_ops(tflite):
+    """[{"op": "FULLY_CONNECTED", "dtype": "int8"}, ...] of the main subgraph,
+    in execution order; dtype is that of the op's first input tensor."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    data = _read(tflite)
+    model = schema.Model.GetRootAsModel(data, 0)
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    types = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    graph = model.Subgraphs(0)
+    ops = []
+    for i in range(graph.OperatorsLength()):
+        op = graph.Operators(i)
+        code = model.OperatorCodes(op.OpcodeIndex())
+        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        name = names.get(builtin, str(builtin))
+        if name == "CUSTOM":
+            name = "CUSTOM:" + code.CustomCode().decode()
+        first = op.Inputs(0) if op.InputsLength() else -1
+        dtype = types[graph.Tensors(first).Type()] if first >= 0 else "none"
+        ops.append({"op": name, "dtype": dtype})
+    return ops
+
+
+def op_counts(ops):
+    """{"FULLY_CONNECTED(int8)": 34, ...}: a short printable op list."""
+    counts = {}
+    for item in ops:
+        key = f"{item['op']}({item['dtype']})"
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def unsupported_ops(ops, target):
+    """Sorted op names (with why) that `target` would not run on its accelerator."""
+    check_target(target)
+    table = SUPPORTED_OPS[target]
+    bad = set()
+    for item in ops:
+        name = item["op"]
+        if name.startswith("CUSTOM:"):
+            bad.add(f"{name} (custom op)")
+        elif table is not None and name not in table:
+            bad.add(name)
+        elif target == "edgetpu" and name not in ("QUANTIZE", "DEQUANTIZE") \
+                and item["dtype"] not in _QUANTIZED:
+            bad.add(f"{name} ({item['dtype']}: not quantized, runs on the host CPU)")
+    return sorted(bad)
+
+
+def xnnpack_partitions(tflite, num_threads=2):
+    """{"partitions": P, "whole_graph": bool} under LiteRT's default XNNPACK delegate.
+
+    Each delegated partition appears as one DELEGATE node; `whole_graph` says
+    whether a single partition reads the model input and writes its output,
+    i.e. no op was left to the plain CPU kernels between them.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=_read(tflite), num_threads=num_threads)
+    interp.allocate_tensors()
+    delegates = [d for d in interp._get_ops_details() if d["op_name"] == "DELEGATE"]
+    inputs = {d["index"] for d in interp.get_input_details()}
+    outputs = {d["index"] for d in interp.get_output_details()}
+    whole = len(delegates) == 1 and inputs <= set(np.asarray(delegates[0]["inputs"]).tolist()) \
+        and outputs <= set(np.asarray(delegates[0]["outputs"]).tolist())
+    return {"partitions": len(delegates), "whole_graph": bool(whole)}
+
+
+def _read(tflite):
+    if isinstance(tflite, (bytes, bytearray)):
+        return bytes(tflite)
+    with open(tflite, "rb") as f:
+        return f.read()
+
+
+def is_mixer(model):
+    """Whether a Keras model contains MLP-Mixer blocks (at any depth)."""
+    from keras_mixer.layers import MixerBlock
+
+    return isinstance(model, keras.Model) and any(
+        isinstance(layer, MixerBlock) for layer in model._flatten_layers()
+    )

@@ -1,0 +1,185 @@
+"""Keras Mixer -> .tflite for phones and edge accelerators.
+
+    report = export_tflite("mixer.keras", "out/mixer.tflite", quantize="int8")
+
+The model is first written as a SavedModel with one static batch-1 signature
+(the robust path under Keras 3; a static batch keeps the Dense layers on
+token tensors as FULLY_CONNECTED, one XNNPACK partition), then converted.
+Quantization modes:
+  none     float32 weights and activations
+  float16  float16 weights, dequantized at load (half the size)
+  dynamic  int8 weights, float activations quantized on the fly
+  int8     full-integer post-training quantization, calibrated on
+           representative images; input/output float32, or uint8/int8
+           (`io_dtype`) for integer-only accelerators
+`float_ops` keeps the named TFLite ops in float inside an int8 model (the
+standard remedy where LayerNorm statistics or residual adds lose accuracy).
+A sidecar `<model>.json` (see `export.metadata`) carries labels and the
+input contract.
+"""
+
+import os
+import tempfile
+
+import numpy as np
+
+from export import common, metadata, targets
+
+QUANTIZE_MODES = metadata.QUANTIZE_MODES
+IO_DTYPES = ("float32", "uint8", "int8")
+# TFLite's guidance is ~100-500 calibration images; 200 keeps conversion quick.
+DEFAULT_SAMPLES = 200
+# Fewer images than this give activation ranges that are mostly noise.
+MIN_SAMPLES = 10
+# Presets for `float_ops`, by the TFLite ops the converter emits:
+# LayerNorm becomes MEAN, SQUARED_DIFFERENCE, SUB, RSQRT, MUL and ADD (see
+# targets.rebuild_for_target); its statistics and centring (MEAN,
+# SQUARED_DIFFERENCE, SUB, RSQRT) are what int8 hurts most.
+# "residual" keeps every ADD in float (residual adds, LayerNorm's +eps/+beta).
+FLOAT_OP_PRESETS = {
+    "layernorm": ("MEAN", "SQUARED_DIFFERENCE", "SUB", "RSQRT"),
+    "residual": ("ADD",),
+}
+
+
+def export_tflite(model, output, quantize="none", target="cpu", representative="default",
+                  num_samples=DEFAULT_SAMPLES, io_dtype="float32", float_ops=(),
+                  labels=None, weights=None, overwrite=False):
+    """Converts a Mixer and writes `output` plus its sidecar; returns a report dict.
+
+    model: a keras.Model, a `.keras` file, or a variant name (with `weights`).
+    representative: "default", "folder:PATH", "tfds:NAME", or a uint8/float
+        array (N, H, W, 3) of RGB 0-255 images (used by quantize="int8").
+    """
+    float_ops = _check_options(quantize, target, io_dtype, float_ops, num_samples)
+    common.check_output(output, overwrite, suffix=".tflite")
+    if isinstance(representative, str):
+        from export.data import check_source
+
+        check_source(representative)
+    net = common.load_mixer(model, weights)
+    size = common.static_image_size(net)
+    names = common.label_names(net, labels)
+    images = None
+    if quantize == "int8":
+        images = representative_images(representative, size, num_samples)
+    net = targets.rebuild_for_target(net, target)
+    data = convert(net, quantize, images, io_dtype, float_ops)
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    with open(output, "wb") as f:
+        f.write(data)
+    sidecar, contract = metadata.write_sidecar(
+        output, net.name, names, quantize, target, common.output_kind(net))
+    ops = targets.model_ops(data)
+    return {
+        "path": output, "sidecar": sidecar, "bytes": len(data), "contract": contract,
+        "ops": targets.op_counts(ops), "unsupported": targets.unsupported_ops(ops, target),
+        "xnnpack": targets.xnnpack_partitions(data), "float_ops": list(float_ops),
+    }
+
+
+def _check_options(quantize, target, io_dtype, float_ops, num_samples):
+    """Checks every option before any work; returns float_ops as op names."""
+    if quantize not in QUANTIZE_MODES:
+        raise ValueError(f"quantize: expected one of {QUANTIZE_MODES}; got {quantize!r}")
+    targets.check_target(target)
+    if io_dtype not in IO_DTYPES:
+        raise ValueError(f"io_dtype: expected one of {IO_DTYPES}; got {io_dtype!r}")
+    if io_dtype != "float32" and quantize != "int8":
+        raise ValueError(
+            f"io_dtype: {io_dtype!r} input/output needs quantize='int8'; got quantize={quantize!r}")
+    if target == "edgetpu" and quantize != "int8":
+        raise ValueError(
+            f"quantize: the Edge TPU runs only full-integer models, expected 'int8' for "
+            f"target='edgetpu'; got {quantize!r}")
+    if not (isinstance(num_samples, int) and num_samples >= MIN_SAMPLES):
+        raise ValueError(f"num_samples: expected an int >= {MIN_SAMPLES}; got {num_samples!r}")
+    ops = _float_op_names(float_ops)
+    if ops and quantize != "int8":
+        raise ValueError(f"float_ops: only applies to quantize='int8'; got quantize={quantize!r}")
+    if ops and io_dtype != "float32":
+        raise ValueError(
+            f"float_ops: a model with float ops keeps float32 input/output; got io_dtype={io_dtype!r}")
+    return ops
+
+
+def _float_op_names(float_ops):
+    from ai_edge_litert import schema_py_generated as schema
+
+    if isinstance(float_ops, str):
+        float_ops = [s for s in float_ops.split(",") if s]
+    names = []
+    for item in float_ops or ():
+        ops = FLOAT_OP_PRESETS.get(item, (item,))
+        for op in ops:
+            if not hasattr(schema.BuiltinOperator, op):
+                raise ValueError(
+                    f"float_ops: expected presets {list(FLOAT_OP_PRESETS)} or TFLite op "
+                    f"names (MEAN, ADD, ...); got {item!r}")
+            names.append(op)
+    return tuple(dict.fromkeys(names))
+
+
+def representative_images(representative, size, num_samples):
+    """float32 (N, H, W, 3) calibration images; checks shape and count."""
+    if isinstance(representative, str):
+        from export.data import load_images
+
+        images, _, _ = load_images(representative, size, num_samples, split="train")
+        source = representative
+    else:
+        images, source = np.asarray(representative), "the given array"
+    if images.ndim != 4 or tuple(images.shape[1:]) != (*size, 3):
+        raise ValueError(
+            f"representative: expected images of shape (N, {size[0]}, {size[1]}, 3) to match "
+            f"the model; got {images.shape} from {source}")
+    if len(images) < MIN_SAMPLES:
+        raise ValueError(
+            f"representative: expected at least {MIN_SAMPLES} images for calibration; "
+            f"got {len(images)} from {source}")
+    return images[:num_samples].astype(np.float32)
+
+
+def convert(model, quantize="none", images=None, io_dtype="float32", float_ops=()):
+    """The .tflite bytes of `model` (static batch 1) in one quantization mode."""
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        write_batch1_saved_model(model, tmp)
+        converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
+        if quantize != "none":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quantize == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        if quantize != "int8":
+            return converter.convert()
+
+        def dataset():
+            for image in images:
+                yield [image[None]]
+
+        converter.representative_dataset = dataset
+        if float_ops:
+            # The documented selective-quantization path: calibrate, then
+            # quantize everything but the denylisted ops.
+            debugger = tf.lite.experimental.QuantizationDebugger(
+                converter=converter, debug_dataset=dataset,
+                debug_options=tf.lite.experimental.QuantizationDebugOptions(
+                    denylisted_ops=list(float_ops)))
+            return debugger.get_nondebug_quantized_model()
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = getattr(tf, io_dtype)
+        converter.inference_output_type = getattr(tf, io_dtype)
+        return converter.convert()
+
+
+def write_batch1_saved_model(model, path):
+    """A SavedModel whose one signature takes a (1, H, W, 3) float32 image."""
+    import keras
+    import tensorflow as tf
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    spec = tf.TensorSpec((1, *model.input_shape[1:]), tf.float32, name="image")
+    archive.add_endpoint("serve", lambda image: model(image, training=False), input_signature=[spec])
+    archive.write_out(path, verbose=False)
