@@ -13,8 +13,9 @@ import numpy as np
 
 TARGETS = ("cpu", "gpu", "nnapi", "edgetpu")
 # Targets without a GELU kernel: GELU is absent from the GPU delegate's
-# documented op list and from the Edge TPU compiler's op table (below).
-SIGMOID_GELU_TARGETS = ("gpu", "edgetpu")
+# documented op list, from NNAPI and from the Edge TPU compiler's op table
+# (sources below); they get GELU as x * sigmoid(2z) (LOGISTIC, MUL).
+SIGMOID_GELU_TARGETS = ("gpu", "nnapi", "edgetpu")
 
 # GPU delegate. Source: tensorflow/lite/tools/versioning/gpu_compatibility.cc
 # (CheckGpuDelegateCompatibility), the check the delegate itself runs, minus

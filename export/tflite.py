@@ -20,6 +20,7 @@ input contract.
 
 import os
 import tempfile
+import warnings
 
 import numpy as np
 
@@ -162,10 +163,14 @@ def convert(model, quantize="none", images=None, io_dtype="float32", float_ops=(
         if float_ops:
             # The documented selective-quantization path: calibrate, then
             # quantize everything but the denylisted ops.
-            debugger = tf.lite.experimental.QuantizationDebugger(
-                converter=converter, debug_dataset=dataset,
-                debug_options=tf.lite.experimental.QuantizationDebugOptions(
-                    denylisted_ops=list(float_ops)))
+            with warnings.catch_warnings():
+                # The debugger builds a tf.lite.Interpreter internally, which
+                # warns about its deprecation; we run files with LiteRT.
+                warnings.simplefilter("ignore", UserWarning)
+                debugger = tf.lite.experimental.QuantizationDebugger(
+                    converter=converter, debug_dataset=dataset,
+                    debug_options=tf.lite.experimental.QuantizationDebugOptions(
+                        denylisted_ops=list(float_ops)))
             return debugger.get_nondebug_quantized_model()
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = getattr(tf, io_dtype)

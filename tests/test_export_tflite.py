@@ -1,0 +1,203 @@
+"""TFLite export: every quantization mode converts and runs in LiteRT, float32
+matches Keras, int8 keeps the accuracy of a model trained on the embedded
+digits, op lists fit each target, the sidecar contract is the real one, and
+bad input is refused with a message."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from export import metadata, targets
+from export.tflite import export_tflite
+from export.verify import LiteModel, verify_tflite
+from keras_mixer import cli
+from keras_mixer.datasets import embedded_digits
+from keras_mixer.model import Mixer
+
+# Small enough to train in seconds on 2 cores, big enough to learn the digits
+# (~98% test top-1 after 10 epochs).
+DIGITS_MIXER = dict(num_blocks=2, patch_size=4, hidden_dim=32, tokens_mlp_dim=16, channels_mlp_dim=64)
+TINY = dict(num_blocks=2, patch_size=4, hidden_dim=16, tokens_mlp_dim=8, channels_mlp_dim=32)
+SIZE = 16
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    """(path of a .keras Mixer trained on the embedded digits, test images, labels)."""
+    (x_train, y_train), (x_test, y_test) = embedded_digits(SIZE)
+    keras.utils.set_random_seed(0)
+    model = Mixer(DIGITS_MIXER, input_shape=(SIZE, SIZE, 3), classes=10)
+    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    model.fit(x_train.astype("float32"), y_train, epochs=10, batch_size=64, verbose=0)
+    path = str(tmp_path_factory.mktemp("digits") / "digits.keras")
+    model.save(path)
+    return path, x_test, y_test
+
+
+def _tiny(activation="softmax", size=SIZE):
+    keras.utils.set_random_seed(1)
+    return Mixer(TINY, input_shape=(size, size, 3), classes=7, classifier_activation=activation)
+
+
+@pytest.mark.parametrize("activation", ["softmax", None])
+def test_float32_matches_keras(tmp_path, rng, activation):
+    model = _tiny(activation)
+    report = export_tflite(model, str(tmp_path / "m.tflite"))
+    lite = LiteModel(report["path"])
+    x = rng.uniform(0, 255, (8, SIZE, SIZE, 3)).astype(np.float32)
+    got = np.stack([lite(image) for image in x])
+    np.testing.assert_allclose(got, model.predict(x, verbose=0), atol=1e-4, rtol=0)
+    # Static batch 1: dense layers stay FULLY_CONNECTED, one XNNPACK partition.
+    assert "BATCH_MATMUL(float32)" not in report["ops"]
+    assert report["xnnpack"] == {"partitions": 1, "whole_graph": True}
+    kind = "probabilities" if activation else "logits"
+    assert metadata.read_contract(report["path"])["output"]["kind"] == kind
+
+
+@pytest.mark.parametrize("quantize", ["none", "float16", "dynamic", "int8"])
+def test_each_mode_runs_in_litert_and_keeps_accuracy(tmp_path, digits, quantize):
+    path, x_test, y_test = digits
+    out = str(tmp_path / f"{quantize}.tflite")
+    report = export_tflite(path, out, quantize=quantize, labels="digits")
+    result = verify_tflite(out, path, images=(x_test, y_test), count=len(x_test))
+    assert result["images"] == 360
+    assert result["keras_accuracy"] > 0.9  # the fixture really learned the digits
+    # Within 1 point of the Keras model on the whole test split.
+    assert result["tflite_accuracy"] >= result["keras_accuracy"] - 0.01
+    assert result["top1_agreement"] >= 0.97
+    if quantize == "none":
+        assert result["max_abs_error"] < 1e-4
+    contract = metadata.read_contract(out)
+    assert contract["quantize"] == quantize and contract["labels"] == list("0123456789")
+    assert report["bytes"] == result["bytes"]
+
+
+@pytest.mark.parametrize("io_dtype", ["uint8", "int8"])
+def test_int8_integer_io_contract_is_read_from_the_file(tmp_path, digits, io_dtype):
+    path, x_test, y_test = digits
+    out = str(tmp_path / "q.tflite")
+    export_tflite(path, out, quantize="int8", io_dtype=io_dtype, num_samples=100)
+    contract = metadata.read_contract(out)
+    lite = LiteModel(out)
+    for key, detail in (("input", lite.input), ("output", lite.output)):
+        assert contract[key]["dtype"] == io_dtype == np.dtype(detail["dtype"]).name
+        scale, zero_point = detail["quantization"]
+        assert contract[key]["quantization"] == {"scale": scale, "zero_point": zero_point}
+    result = verify_tflite(out, path, images=(x_test, y_test), count=len(x_test))
+    assert result["tflite_accuracy"] >= result["keras_accuracy"] - 0.01
+    # Every op of the body is integer: nothing falls back to float.
+    assert not [op for op in targets.model_ops(out) if op["dtype"] == "float32"]
+
+
+def test_selective_float_ops_keep_layernorm_in_float(tmp_path, digits):
+    path, x_test, y_test = digits
+    out = str(tmp_path / "mixed.tflite")
+    report = export_tflite(path, out, quantize="int8", float_ops="layernorm")
+    assert "MEAN(float32)" in report["ops"] and "RSQRT(float32)" in report["ops"]
+    assert "FULLY_CONNECTED(int8)" in report["ops"]
+    result = verify_tflite(out, path, images=(x_test, y_test), count=len(x_test))
+    assert result["tflite_accuracy"] >= result["keras_accuracy"] - 0.01
+
+
+@pytest.mark.parametrize("target", ["cpu", "gpu", "nnapi", "edgetpu"])
+def test_op_lists_fit_each_target(tmp_path, rng, target):
+    model = _tiny()
+    quantize, io = ("int8", "uint8") if target == "edgetpu" else ("none", "float32")
+    images = rng.uniform(0, 255, (20, SIZE, SIZE, 3))
+    report = export_tflite(model, str(tmp_path / "t.tflite"), quantize, target,
+                           representative=images, io_dtype=io)
+    names = {key.split("(")[0] for key in report["ops"]}
+    assert report["unsupported"] == []
+    if target == "cpu":
+        assert "GELU" in names
+    else:
+        assert "GELU" not in names and "LOGISTIC" in names
+        assert names <= targets.SUPPORTED_OPS[target]
+    if quantize == "none":  # the sigmoid form is the same function
+        lite = LiteModel(report["path"])
+        x = rng.uniform(0, 255, (4, SIZE, SIZE, 3)).astype(np.float32)
+        got = np.stack([lite(image) for image in x])
+        np.testing.assert_allclose(got, model.predict(x, verbose=0), atol=1e-4, rtol=0)
+
+
+def test_unsupported_ops_are_named():
+    ops = [{"op": "GELU", "dtype": "float32"}, {"op": "FULLY_CONNECTED", "dtype": "int8"},
+           {"op": "CUSTOM:FlexErf", "dtype": "float32"}]
+    assert targets.unsupported_ops(ops, "gpu") == ["CUSTOM:FlexErf (custom op)", "GELU"]
+    assert targets.unsupported_ops(ops, "cpu") == ["CUSTOM:FlexErf (custom op)"]
+    assert "FULLY_CONNECTED" not in " ".join(targets.unsupported_ops(ops, "edgetpu"))
+
+
+def test_read_contract_names_the_broken_field(tmp_path, rng):
+    report = export_tflite(_tiny(), str(tmp_path / "m.tflite"))
+    contract = metadata.read_contract(report["sidecar"])
+    assert set(contract) == {"format", "input", "output", "labels", "model", "quantize", "target"}
+    assert contract["input"] == {"shape": [1, SIZE, SIZE, 3], "dtype": "float32", "color": "RGB",
+                                 "range": [0, 255], "quantization": None}
+    contract["output"]["shape"] = [1, 3]
+    with open(report["sidecar"], "w") as f:
+        json.dump(contract, f)
+    with pytest.raises(ValueError, match=r"metadata output.shape: expected \[1, len\(labels\)\]"):
+        metadata.read_contract(report["path"])
+
+
+def test_bad_input_is_refused_with_a_message(tmp_path, rng):
+    model = _tiny()
+    out = str(tmp_path / "m.tflite")
+    cases = [
+        (dict(quantize="int4"), r"quantize: expected one of .*got 'int4'"),
+        (dict(target="tpu"), r"target: expected one of .*got 'tpu'"),
+        (dict(io_dtype="uint8"), r"io_dtype: 'uint8' .* needs quantize='int8'"),
+        (dict(quantize="none", target="edgetpu"), r"quantize: the Edge TPU .* got 'none'"),
+        (dict(quantize="int8", float_ops="LAYERNORM"), r"float_ops: expected presets .*got 'LAYERNORM'"),
+        (dict(quantize="int8", representative=rng.uniform(0, 255, (20, 32, 32, 3))),
+         r"representative: expected images of shape \(N, 16, 16, 3\) .*got \(20, 32, 32, 3\)"),
+        (dict(quantize="int8", representative=rng.uniform(0, 255, (5, SIZE, SIZE, 3))),
+         r"representative: expected at least 10 images .*got 5"),
+        (dict(quantize="int8", representative="imagenet"), r"representative: expected one of"),
+        (dict(num_samples=3), r"num_samples: expected an int >= 10; got 3"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError, match=message):
+            export_tflite(model, out, **kwargs)
+    with pytest.raises(ValueError, match=r"output: expected a path ending in .tflite"):
+        export_tflite(model, str(tmp_path / "m.bin"))
+
+
+def test_model_and_output_errors(tmp_path):
+    out = tmp_path / "m.tflite"
+    out.write_bytes(b"old")
+    with pytest.raises(FileExistsError, match=r"output: .* exists; pass --overwrite"):
+        export_tflite(_tiny(), str(out))
+    assert out.read_bytes() == b"old"
+    new = str(tmp_path / "n.tflite")
+    with pytest.raises(FileNotFoundError, match=r"model: no such file"):
+        export_tflite(str(tmp_path / "missing.keras"), new)
+    with pytest.raises(ValueError, match=r"model: expected a .keras file or a variant name"):
+        export_tflite(str(tmp_path / "model.h5"), new)
+    dense = keras.Sequential([keras.Input((SIZE, SIZE, 3)), keras.layers.Flatten(),
+                              keras.layers.Dense(3)])
+    dense.save(tmp_path / "dense.keras")
+    with pytest.raises(ValueError, match=r"model: .*dense.keras' is not an MLP-Mixer"):
+        export_tflite(str(tmp_path / "dense.keras"), new)
+    # A Mixer behind a resize layer takes any image size: no static shape to export.
+    inputs = keras.Input((None, None, 3))
+    dynamic = keras.Model(inputs, _tiny()(keras.layers.Resizing(SIZE, SIZE)(inputs)))
+    with pytest.raises(ValueError, match=r"model: a static input size .* got input shape \(None, None, None, 3\)"):
+        export_tflite(dynamic, new)
+
+
+def test_cli_export_tflite_and_verify(tmp_path, digits, capsys):
+    path, _, _ = digits
+    out = str(tmp_path / "cli.tflite")
+    assert cli.main(["export", "tflite", path, "-o", out, "--target", "gpu", "--labels", "digits"]) == 0
+    printed = capsys.readouterr().out
+    assert "XNNPACK (CPU): 1 partition(s)" in printed and "unsupported on gpu: none" in printed
+    assert cli.main(["export", "verify", out, path, "-n", "20"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["images"] == 20 and report["max_abs_error"] < 1e-4
+    assert cli.main(["export", "tflite", path, "-o", out, "--quantize", "int3"]) == 2
+    assert "quantize: expected one of" in capsys.readouterr().err
