@@ -35,6 +35,8 @@ def export_saved_model(model, output, version=1, xla=False, top_k=DEFAULT_TOP_K,
         raise ValueError(f"xla: expected True or False; got {xla!r}")
     if not isinstance(output, str) or not output or output.endswith((".tflite", ".keras")):
         raise ValueError(f"output: expected a directory path (NAME, gets NAME/{version}/); got {output!r}")
+    if not (isinstance(top_k, int) and top_k >= 1):
+        raise ValueError(f"top_k: expected an int >= 1; got {top_k!r}")
     path = os.path.join(output, str(version))
     common.check_output(path, overwrite)
     net = common.load_mixer(model, weights)
