@@ -73,31 +73,35 @@ def check_target(target):
         raise ValueError(f"target: expected one of {TARGETS}; got {target!r}")
 
 
-def rebuild_for_target(model, target):
+def rebuild_for_target(model, target, quantize="none"):
     """An export copy of `model`: the same function, in ops `target` runs well.
 
-    Cloned from the model's config with the weights copied. Where `target`
-    lacks GELU, every MixerBlock gets `gelu_form="sigmoid"`. Every LayerNorm
-    computes (x - mean) * inv + beta instead of Keras' x * inv + (-mean * inv
-    + beta): equal up to float rounding, but the converter turns Keras' form
-    into a NEG op, which has no int8 kernel, so a full-int8 file would fall
-    back to float around each LayerNorm (QUANTIZE/DEQUANTIZE pairs, many
-    XNNPACK partitions, and an op the Edge TPU does not map).
+    Cloned from the model's config with the weights copied.
+    - GELU becomes x * sigmoid(2z) (`gelu_form="sigmoid"`) where `target` lacks
+      GELU, and for int8 on every target: XNNPACK has no int8 GELU, so the
+      tanh form would leave each GELU to a slower non-delegated kernel
+      (S/16 int8: 14.2 -> 12.7 ms, benchmarks/export_tflite.py).
+    - Every LayerNorm computes d = x - mean, var = mean(d * d),
+      d * (gamma / sqrt(var + eps)) + beta, the same function as Keras'
+      x * inv + (-mean * inv + beta). Keras' form converts to NEG (no int8
+      kernel) and SQUARED_DIFFERENCE (no int8 XNNPACK kernel); in a full-int8
+      S/16 those fell out of XNNPACK and cost 29.2 ms against 14.2 ms.
     """
     check_target(target)
     config = model.get_config()
-    if target in SIGMOID_GELU_TARGETS:
+    if target in SIGMOID_GELU_TARGETS or quantize == "int8":
         _set_gelu_form(config, "sigmoid")
     clone = model.__class__.from_config(config)
     clone.set_weights(model.get_weights())
     for layer in clone._flatten_layers():
         if type(layer) is keras.layers.LayerNormalization and not layer.rms_scaling:
-            layer.__class__ = _SubtractMeanLayerNorm
+            layer.__class__ = _CentredLayerNorm
     return clone
 
 
-class _SubtractMeanLayerNorm(keras.layers.LayerNormalization):
-    """LayerNormalization written as (x - mean) * (gamma / std) + beta.
+class _CentredLayerNorm(keras.layers.LayerNormalization):
+    """LayerNormalization over the last axis, written with ops every TFLite
+    target quantizes: SUB, MUL, MEAN, RSQRT, ADD.
 
     Only swapped onto layers of an export copy (never saved or registered).
     """
@@ -106,11 +110,12 @@ class _SubtractMeanLayerNorm(keras.layers.LayerNormalization):
         from keras import ops
 
         x = ops.cast(inputs, "float32")
-        mean, variance = ops.moments(x, axes=self.axis, keepdims=True)
+        centred = x - ops.mean(x, axis=self.axis, keepdims=True)
+        variance = ops.mean(centred * centred, axis=self.axis, keepdims=True)
         inv = ops.rsqrt(variance + self.epsilon)
         if self.scale:
             inv = inv * self.gamma
-        outputs = (x - mean) * inv
+        outputs = centred * inv
         if self.center:
             outputs = outputs + self.beta
         return ops.cast(outputs, self.compute_dtype)

@@ -33,12 +33,12 @@ DEFAULT_SAMPLES = 200
 # Fewer images than this give activation ranges that are mostly noise.
 MIN_SAMPLES = 10
 # Presets for `float_ops`, by the TFLite ops the converter emits:
-# LayerNorm becomes MEAN, SQUARED_DIFFERENCE, SUB, RSQRT, MUL and ADD (see
-# targets.rebuild_for_target); its statistics and centring (MEAN,
-# SQUARED_DIFFERENCE, SUB, RSQRT) are what int8 hurts most.
+# LayerNorm becomes MEAN, SUB, MUL, RSQRT and ADD (see
+# targets.rebuild_for_target); its statistics (MEAN, RSQRT) and centring
+# (SUB) are what int8 hurts most.
 # "residual" keeps every ADD in float (residual adds, LayerNorm's +eps/+beta).
 FLOAT_OP_PRESETS = {
-    "layernorm": ("MEAN", "SQUARED_DIFFERENCE", "SUB", "RSQRT"),
+    "layernorm": ("MEAN", "SUB", "RSQRT"),
     "residual": ("ADD",),
 }
 
@@ -64,7 +64,7 @@ def export_tflite(model, output, quantize="none", target="cpu", representative="
     images = None
     if quantize == "int8":
         images = representative_images(representative, size, num_samples)
-    net = targets.rebuild_for_target(net, target)
+    net = targets.rebuild_for_target(net, target, quantize)
     data = convert(net, quantize, images, io_dtype, float_ops)
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     with open(output, "wb") as f:
