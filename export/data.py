@@ -88,13 +88,18 @@ def _tfds(spec, size, split):
     from keras_mixer.preprocessing import eval_resize_crop
 
     name, _, chosen = spec.partition("/")
-    builder = tfds.builder(name)
-    if not os.path.isdir(builder.data_dir):
+    try:
+        builder = tfds.builder(name)
+    except Exception as err:  # tfds raises its own DatasetNotFoundError
+        first_line = str(err).splitlines()[0]
+        raise ValueError(f"representative: unknown tfds dataset {name!r} ({first_line})") from err
+    try:
+        data = builder.as_dataset(split=chosen or split, as_supervised=True)
+    except AssertionError as err:  # tfds asserts when the files are absent
         raise FileNotFoundError(
             f"representative: tfds dataset {name!r} is not prepared in {builder.data_dir!r} "
             f"(run tfds.builder({name!r}).download_and_prepare() where there is a network)"
-        )
-    data = builder.as_dataset(split=chosen or split, as_supervised=True)
+        ) from err
     images, labels = [], []
     for image, label in data.take(2000):
         if image.shape[-1] == 1:
