@@ -13,6 +13,7 @@ import sys
 COMMAND_MODULES = (
     "keras_mixer.commands",  # predict, convert
     "export.commands",  # export tflite|saved-model|verify
+    "keras_mixer.training.commands",  # train, evaluate, tune
 )
 
 
