@@ -14,6 +14,7 @@ Quantization modes:
            (`io_dtype`) for integer-only accelerators
 `float_ops` keeps the named TFLite ops in float inside an int8 model (the
 standard remedy where LayerNorm statistics or residual adds lose accuracy).
+An int8 model with float output always keeps its final SOFTMAX in float.
 A sidecar `<model>.json` (see `export.metadata`) carries labels and the
 input contract.
 """
@@ -64,6 +65,10 @@ def export_tflite(model, output, quantize="none", target="cpu", representative="
     images = None
     if quantize == "int8":
         images = representative_images(representative, size, num_samples)
+    if quantize == "int8" and io_dtype == "float32" and common.output_kind(net) == "probabilities":
+        # int8 probabilities step by 1/256, which rounds most of a 1000-class
+        # softmax to 0; with float output the one SOFTMAX op stays float.
+        float_ops = tuple(dict.fromkeys(float_ops + ("SOFTMAX",)))
     net = targets.rebuild_for_target(net, target, quantize)
     data = convert(net, quantize, images, io_dtype, float_ops)
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)

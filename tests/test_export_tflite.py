@@ -70,6 +70,8 @@ def test_each_mode_runs_in_litert_and_keeps_accuracy(tmp_path, digits, quantize)
     assert result["top1_agreement"] >= 0.97
     if quantize == "none":
         assert result["max_abs_error"] < 1e-4
+    if quantize == "int8":  # float output: the softmax stays float (1/256 steps otherwise)
+        assert "SOFTMAX(float32)" in report["ops"] and "FULLY_CONNECTED(int8)" in report["ops"]
     contract = metadata.read_contract(out)
     assert contract["quantize"] == quantize and contract["labels"] == list("0123456789")
     assert report["bytes"] == result["bytes"]
@@ -201,3 +203,18 @@ def test_cli_export_tflite_and_verify(tmp_path, digits, capsys):
     assert report["images"] == 20 and report["max_abs_error"] < 1e-4
     assert cli.main(["export", "tflite", path, "-o", out, "--quantize", "int3"]) == 2
     assert "quantize: expected one of" in capsys.readouterr().err
+
+
+@pytest.mark.large
+def test_s16_at_224_int8_is_a_quarter_of_fp32_and_runs(tmp_path):
+    model = Mixer("S/16", input_shape=(224, 224, 3))  # random init: size does not depend on it
+    head = model.get_layer("head")  # initialised to zeros: make the output depend on the image
+    head.kernel.assign(np.random.default_rng(0).normal(0, 0.05, head.kernel.shape))
+    fp32 = export_tflite(model, str(tmp_path / "fp32.tflite"))
+    int8 = export_tflite(model, str(tmp_path / "int8.tflite"), quantize="int8", num_samples=32)
+    assert int8["bytes"] <= 0.27 * fp32["bytes"]
+    assert fp32["xnnpack"] == {"partitions": 1, "whole_graph": True}
+    assert "FULLY_CONNECTED(int8)" in int8["ops"] and "GELU(int8)" not in int8["ops"]
+    probs = LiteModel(int8["path"])(np.full((224, 224, 3), 128, np.float32))
+    # The softmax stays float: an int8 one (1/256 steps) rounded all 1000 to 0.
+    assert probs.shape == (1000,) and abs(float(probs.sum()) - 1) < 1e-3
