@@ -83,7 +83,7 @@ def exported(tmp_path_factory, digits_test):
         _randomize_head(model)
         path = str(out / f"mixer_{name}.tflite")
         export_tflite(model, path, representative=x_train[:32], num_samples=32,
-                               labels="digits", **options)
+                      labels="digits", **options)
         result[name] = (path, metadata.read_contract(path), model)
     return result
 
