@@ -218,11 +218,12 @@ def train_pipeline(source, recipe, global_batch, seed=0):
     if recipe["randaugment"]:
         ops, magnitude = recipe["randaugment"]
         augment = keras.layers.RandAugment(value_range=(0, 255), num_ops=ops,
-                                           factor=magnitude / 30, seed=seed)
+                                           factor=magnitude / 30, seed=seed, dtype="float32")
         data = data.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
     data = data.map(lambda x, y: (x, tf.one_hot(y, source.num_classes)))
     if recipe["mixup"]:
-        mixup = keras.layers.MixUp(alpha=recipe["mixup"], seed=seed)
+        # float32 whatever the mixed-precision policy: the model casts its inputs itself.
+        mixup = keras.layers.MixUp(alpha=recipe["mixup"], seed=seed, dtype="float32")
 
         def mix(x, y):
             out = mixup({"images": x, "labels": y}, training=True)

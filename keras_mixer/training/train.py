@@ -118,7 +118,7 @@ def _run(plan, output_dir, strategy_name, precision, jit_compile, per_replica_ba
             jit_compile=jit_compile,
         )
     timer = EpochTimer()
-    history = net.fit(train_data, validation_data=test_data, epochs=hp["epochs"],
+    history = net.fit(train_data, validation_data=test_data, epochs=hp["epochs"], shuffle=False,
                       callbacks=_callbacks(work_dir, timer), verbose=verbose)
     scores = net.evaluate(test_data, verbose=0, return_dict=True)
     metrics = dict(
