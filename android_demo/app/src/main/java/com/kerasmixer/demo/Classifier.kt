@@ -22,7 +22,7 @@ import org.tensorflow.lite.nnapi.NnApiDelegate
 enum class Backend(val title: String) {
     CPU("CPU (XNNPACK)"),
     GPU("GPU delegate"),
-    NNAPI("NNAPI delegate"),
+    NNAPI("NNAPI delegate")
 }
 
 /**
@@ -40,7 +40,7 @@ class Classifier private constructor(
     /** Why the requested backend was not used, or null. */
     val fallbackReason: String?,
     /** CPU threads (XNNPACK, and any op a delegate leaves to the CPU). */
-    val threads: Int,
+    val threads: Int
 ) : Closeable {
     /** Time to read, build and warm up the interpreter, in ms. */
     var loadMillis = 0.0
@@ -153,7 +153,7 @@ class Classifier private constructor(
         // load keeps that out of the per-image inference time.
         private fun warmedUp(
             contract: ModelContract, interpreter: Interpreter, delegate: Delegate?,
-            backend: Backend, reason: String?, threads: Int, start: Long,
+            backend: Backend, reason: String?, threads: Int, start: Long
         ): Classifier {
             val classifier = Classifier(contract, interpreter, delegate, backend, reason, threads)
             classifier.run()

@@ -14,6 +14,7 @@ import android.widget.SeekBar
 import android.widget.Spinner
 import android.widget.TextView
 import androidx.activity.ComponentActivity
+import androidx.activity.enableEdgeToEdge
 import androidx.activity.result.PickVisualMediaRequest
 import androidx.activity.result.contract.ActivityResultContracts
 import androidx.core.content.FileProvider
@@ -53,6 +54,8 @@ class MainActivity : ComponentActivity() {
 
     override fun onCreate(savedInstanceState: Bundle?) {
         super.onCreate(savedInstanceState)
+        // Edge to edge on every API level (targetSdk 35+ enforces it from Android 15).
+        enableEdgeToEdge()
         setContentView(R.layout.activity_main)
         bindViews()
         models = Classifier.listModels(this)
@@ -100,7 +103,7 @@ class MainActivity : ComponentActivity() {
         results = findViewById(R.id.results)
         timing = findViewById(R.id.timing)
         image = findViewById(R.id.image)
-        // targetSdk 35+ draws edge to edge: keep the content clear of the system bars.
+        // Keep the content clear of the status and navigation bars.
         ViewCompat.setOnApplyWindowInsetsListener(findViewById(R.id.root)) { view, insets ->
             val bars = insets.getInsets(WindowInsetsCompat.Type.systemBars())
             view.setPadding(bars.left, bars.top, bars.right, bars.bottom)
