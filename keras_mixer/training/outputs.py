@@ -20,8 +20,9 @@ import keras
 RUN_CONFIG = "run_config.json"
 METRICS = "metrics.json"
 LOG_CSV = "log.csv"
+# Other workers of a cluster keep theirs in .workers/<task>/, each its own business.
 ARTIFACTS = (RUN_CONFIG, "backup", LOG_CSV, "logs", "best.weights.h5", "model.keras", METRICS,
-             "curves.png", ".workers")
+             "curves.png")
 # May change between a run and its resumption: where and how it runs, not what it learns.
 RESUMABLE_KEYS = ("strategy", "jit_compile", "data_dir", "verbose")
 

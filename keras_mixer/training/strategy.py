@@ -11,6 +11,11 @@ import json
 import os
 
 STRATEGIES = ("auto", "default", "mirrored", "multiworker", "tpu")
+# keras.Model.fit cannot train under MultiWorkerMirroredStrategy with more than
+# one worker in Keras 3 up to this version (checked; keras-team/keras#20585):
+# it reduces the first (x, y) batch and every scalar log with
+# strategy.reduce(..., axis=0), which the collective strategy rejects.
+KERAS_MULTIWORKER_FIT_BROKEN_UP_TO = "3.15.1"
 
 
 def check_strategy(name):
@@ -60,6 +65,21 @@ def _auto(tpu):
     if len(tf.config.list_physical_devices("GPU")) > 1:
         return "mirrored"
     return "default"
+
+
+def check_fit_support(strategy):
+    """Refuses, before any work, what keras.Model.fit cannot do on this Keras."""
+    import keras
+    import tensorflow as tf
+    from packaging.version import Version  # a TensorFlow dependency
+
+    multi = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and cluster_size() > 1
+    if multi and Version(keras.__version__) <= Version(KERAS_MULTIWORKER_FIT_BROKEN_UP_TO):
+        raise ValueError(
+            f"strategy: keras.Model.fit fails under MultiWorkerMirroredStrategy with several "
+            f"workers in Keras {keras.__version__} (keras-team/keras#20585: batches and logs are "
+            f"reduced with axis=0 across workers). The cluster forms and data are sharded, but "
+            f"training needs a Keras release with that fixed; use 'mirrored' on one machine")
 
 
 def cluster_size():

@@ -80,6 +80,7 @@ def _run(plan, output_dir, strategy_name, precision, jit_compile, per_replica_ba
          overwrite, seed, verbose):
     started = time.time()
     strategy = strategy_lib.get_strategy(strategy_name)
+    strategy_lib.check_fit_support(strategy)
     replicas = strategy.num_replicas_in_sync
     hp = plan["hparams"]
     global_batch = strategy_lib.global_batch_size(hp["batch_size"], replicas, per_replica_batch)
