@@ -42,7 +42,7 @@ def train(model="default", weights=None, dataset="default", data_dir=None,
     recipe's batch_size per replica (global = batch_size x replicas).
     Returns a dict (also written to OUTPUT_DIR/metrics.json).
     """
-    plan = _check(model, weights, dataset, data_dir, recipe, overrides, strategy, precision)
+    plan = check_arguments(model, weights, dataset, data_dir, recipe, overrides, strategy, precision)
     previous_policy = keras.mixed_precision.global_policy().name
     keras.mixed_precision.set_global_policy(precision)
     try:
@@ -52,7 +52,7 @@ def train(model="default", weights=None, dataset="default", data_dir=None,
         keras.mixed_precision.set_global_policy(previous_policy)
 
 
-def _check(model, weights, dataset, data_dir, recipe, overrides, strategy, precision):
+def check_arguments(model, weights, dataset, data_dir, recipe, overrides, strategy, precision):
     """Every argument, before any work; returns what the run needs."""
     if recipe is None:
         recipe = "default" if model == "default" else ("finetune" if weights else "pretrain")

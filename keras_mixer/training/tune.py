@@ -17,7 +17,7 @@ import keras_tuner as kt
 from keras_mixer.training import data as data_lib
 from keras_mixer.training import outputs
 from keras_mixer.training import strategy as strategy_lib
-from keras_mixer.training import train as train_lib
+from keras_mixer.training.train import build_model, check_arguments, make_optimizer
 
 ALGORITHMS = ("hyperband", "bayesian")
 # Search space; the learning rate spans [lr / LR_SPAN, lr * LR_SPAN] around the recipe's.
@@ -38,7 +38,7 @@ def trial_variant(base, num_blocks, width):
 
 
 class MixerHyperModel(kt.HyperModel):
-    """Builds and compiles one trial's Mixer from a `train` plan (see train._check)."""
+    """Builds and compiles one trial's Mixer from a `train` plan (see check_arguments)."""
 
     def __init__(self, plan, num_classes, total_steps):
         super().__init__(name="mixer")
@@ -56,9 +56,9 @@ class MixerHyperModel(kt.HyperModel):
         if isinstance(plan["variant"], dict) and not plan["source"].pretrained:
             plan["variant"] = trial_variant(plan["variant"], hp.Int("num_blocks", *DEPTHS[:2], step=DEPTHS[2]),
                                             hp.Choice("hidden_dim", WIDTHS))
-        model = train_lib.build_model(plan, self.num_classes)
+        model = build_model(plan, self.num_classes)
         model.compile(
-            optimizer=train_lib.make_optimizer(recipe, self.total_steps),
+            optimizer=make_optimizer(recipe, self.total_steps),
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe["label_smoothing"]),
             metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
         )
@@ -80,7 +80,7 @@ def tune(model="default", weights=None, dataset="default", data_dir=None,
         raise ValueError(f"max_trials: expected an int > 0; got {max_trials!r}")
     if not 0 < holdout < 1:
         raise ValueError(f"holdout: expected a fraction in (0, 1); got {holdout!r}")
-    plan = train_lib._check(model, weights, dataset, data_dir, recipe, overrides, strategy, "float32")
+    plan = check_arguments(model, weights, dataset, data_dir, recipe, overrides, strategy, "float32")
     hp = plan["hparams"]
     dist = strategy_lib.get_strategy(strategy)
     global_batch = strategy_lib.global_batch_size(hp["batch_size"], dist.num_replicas_in_sync)
@@ -96,7 +96,7 @@ def tune(model="default", weights=None, dataset="default", data_dir=None,
         tuner = kt.Hyperband(hypermodel, max_epochs=hp["epochs"], factor=3, **common)
     else:
         tuner = kt.BayesianOptimization(hypermodel, max_trials=max_trials, **common)
-    tuner.search(data_lib.train_pipeline(source, hp, global_batch, seed), epochs=hp["epochs"],
+    tuner.search(data_lib.train_pipeline(source, hp, global_batch, seed), epochs=hp["epochs"], shuffle=False,
                  validation_data=data_lib.eval_pipeline(source, hp["image_size"], global_batch),
                  verbose=verbose)
     return write_results(tuner, plan, output_dir)
