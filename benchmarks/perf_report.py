@@ -1,0 +1,205 @@
+"""Op-level profile of one forward step, and the markdown of `perf.json`."""
+
+import collections
+import glob
+import re
+import tempfile
+import time
+
+# Runtime frames that wrap the ops (their self time is dispatch or waiting).
+WRAPPERS = ("TFE_", "Eager", "__inference", "<", "Run", "Process", "ExecuteAsyncOnStream",
+            "BlockUntilReady", "FunctionRun", "ExecutorDoneCallback", "ThreadpoolListener")
+TOP_OPS = 12
+# Op types that only move data: the token-mixing transposes would show up here.
+MOVES = re.compile(r"transpose|copy|Transpose|Copy|Reshape|Gather|concat|slice", re.I)
+
+
+def profile_step(model, x, jit_compile):
+    """Self time per op type of one `model(x)` call traced by tf.profiler."""
+    import tensorflow as tf
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    fn = tf.function(lambda t: model(t, training=False), jit_compile=jit_compile)
+    x = tf.constant(x)
+    fn(x).numpy()
+    fn(x).numpy()  # warm: compiled, caches filled
+    with tempfile.TemporaryDirectory() as tmp:
+        tf.profiler.experimental.start(tmp)
+        start = time.perf_counter()
+        fn(x).numpy()
+        wall = time.perf_counter() - start
+        tf.profiler.experimental.stop()
+        space = xplane_pb2.XSpace()
+        with open(glob.glob(f"{tmp}/**/*.xplane.pb", recursive=True)[0], "rb") as f:
+            space.ParseFromString(f.read())
+    return aggregate(space, wall)
+
+
+def aggregate(space, wall):
+    self_ps, counts = collections.Counter(), collections.Counter()
+    for plane in space.planes:
+        if plane.name != "/host:CPU":
+            continue
+        for line in plane.lines:
+            for name, ps in _self_times(line, plane.event_metadata):
+                op = op_type(name)
+                if op:
+                    self_ps[op] += ps
+                    counts[op] += 1
+    total = sum(self_ps.values()) or 1
+    ops = [{"op": op, "count": counts[op], "self_ms": ps / 1e9, "share": ps / total}
+           for op, ps in self_ps.most_common()]
+    moves = sum(o["share"] for o in ops if MOVES.search(o["op"]))
+    return {"wall_ms": wall * 1e3, "ops_total_ms": total / 1e9, "top": ops[:TOP_OPS],
+            "data_movement_share": moves,
+            "data_movement_ops": [o["op"] for o in ops if MOVES.search(o["op"])]}
+
+
+def _self_times(line, metadata):
+    """(name, self time in ps) of each event: its duration minus its children's."""
+    events = sorted(line.events, key=lambda e: (e.offset_ps, -e.duration_ps))
+    selfs, stack = [], []  # stack of (end, index into selfs)
+    for ev in events:
+        while stack and stack[-1][0] <= ev.offset_ps:
+            stack.pop()
+        if stack:
+            parent = selfs[stack[-1][1]]
+            parent[1] -= ev.duration_ps
+        selfs.append([metadata[ev.metadata_id].name, ev.duration_ps])
+        stack.append((ev.offset_ps + ev.duration_ps, len(selfs) - 1))
+    return selfs
+
+
+def op_type(name):
+    """'block/dense/MatMul:_MklMatMul' -> '_MklMatMul'; XLA 'fusion.12' -> 'fusion'."""
+    name = name.rsplit(":", 1)[-1].strip()
+    if not name or name.startswith(WRAPPERS):
+        return None
+    return re.sub(r"\.\d+$", "", name)
+
+
+# --- markdown -------------------------------------------------------------
+
+
+def fmt(st, digits=1, scale=1.0):
+    return (f"{st['median'] * scale:.{digits}f} "
+            f"[{st['min'] * scale:.{digits}f}-{st['max'] * scale:.{digits}f}]")
+
+
+def loads(values):
+    return f"{min(values):.2f}-{max(values):.2f}" if values else "?"
+
+
+def markdown(r):
+    m = r["machine"]
+    out = ["# Performance: keras_mixer against the GEMM limit\n",
+           f"Machine: {m.get('cpu')}, {m['cores']} cores (shared with other jobs), "
+           f"SIMD flags {' '.join(m.get('simd_flags', []))}; TF {m['tensorflow']} "
+           f"(oneDNN {m['TF_ENABLE_ONEDNN_OPTS']}), Keras {m['keras']}, JAX {m['jax']}, "
+           f"NumPy {m['numpy']}. No GPU was lent to this task: GPU numbers are not measured.\n",
+           "Numbers are median [min-max] over interleaved rounds (every mode once per "
+           "round, order rotated). `load` is the 1-min load average seen at the rounds: "
+           "above ~0.5 other jobs shared the 2 cores, so absolute numbers are low "
+           "and ratios are the fair comparison.\n"]
+    for section, render in (("gemm", _gemm), ("infer", _infer), ("train", _train),
+                            ("tflite", _tflite), ("convert", _convert), ("profile", _profile),
+                            ("tokenmix", _tokenmix)):
+        if section in r:
+            s = r[section]
+            out.append(render(s))
+            out.append(f"\n`{s.get('command')}`, {s.get('utc')}, {s.get('wall_s')} s; "
+                       f"before start: {s.get('idle')}\n")
+    return "\n".join(out)
+
+
+def _gemm(s):
+    rows = [f"## GEMM peak ({s['n']}x{s['n']}x{s['n']}), load {loads(s['loads'])}\n",
+            "| runtime | GFLOP/s (GOP/s for int8) |", "|---|---|"]
+    rows += [f"| {k} | {fmt(v)} |" for k, v in s["gflops"].items()]
+    rows.append(f"\nPeak used below: **{s['peak_gflops']:.1f} GFLOP/s** ({s['peak_name']}, "
+                "the best float32 median).")
+    return "\n".join(rows)
+
+
+def _infer(s):
+    modes = list(s["rows"][0]["modes"])
+    rows = [f"## Inference throughput at 224 (images/s; fraction of the "
+            f"{s['peak_gflops']:.1f} GFLOP/s peak)\n",
+            "| model | batch | GFLOP/img | " + " | ".join(modes) + " | XLA / eager | load |",
+            "|---" * (len(modes) + 5) + "|"]
+    for row in s["rows"]:
+        cells = [f"{fmt(v['images_s'])} ({v['peak_fraction']['median']:.0%})"
+                 for v in row["modes"].values()]
+        rows.append(f"| {row['variant']} | {row['batch']} | {row['gflop_per_image']:.2f} | "
+                    + " | ".join(cells) + f" | {fmt(row['xla_over_eager'], 2)} | "
+                    f"{loads(row['loads'])} |")
+    rows.append("\nFirst call (trace/compile) seconds, per mode: " + "; ".join(
+        f"{row['variant']} b{row['batch']}: " + ", ".join(
+            f"{k} {v['first_call_s']:.1f}" for k, v in row["modes"].items())
+        for row in s["rows"]))
+    return "\n".join(rows)
+
+
+def _train(s):
+    rows = [f"## Training step, {s['variant']} batch {s['batch']} at 224 (train_on_batch, "
+            f"Adam), load {loads(s['loads'])}\n",
+            "| mode | images/s | fraction of peak (3x fwd FLOPs) | x float32 no-XLA | "
+            "first step s |", "|---|---|---|---|---|"]
+    for k, v in s["modes"].items():
+        rows.append(f"| {k} | {fmt(v['images_s'], 2)} | {v['peak_fraction']['median']:.0%} | "
+                    f"{fmt(s['speedup_vs_float32'][k], 2)} | {v['first_call_s']:.1f} |")
+    return "\n".join(rows)
+
+
+def _tflite(s):
+    rows = [f"## TFLite batch-1 latency, {s['variant']} at 224 (LiteRT, XNNPACK), "
+            f"load {loads(s['loads'])}\n",
+            f"Converted with {s['converter']}; random-init weights.\n",
+            "| mode | threads | MiB | latency ms | x fp32 (same threads) |", "|---|---|---|---|---|"]
+    for k, v in s["latency_ms"].items():
+        mode, threads = k.split()
+        rows.append(f"| {mode} | {threads[:-1]} | {s['bytes'][mode] / 2**20:.1f} | {fmt(v, 2)} | "
+                    f"{fmt(s['speedup_vs_fp32'][k], 2)} |")
+    return "\n".join(rows)
+
+
+def _convert(s):
+    rows = ["## Pretrained-checkpoint conversion (synthetic authors'-layout .npz, fresh "
+            "process each run)\n",
+            "| model | file MiB | params | load+convert s | random-init build s | "
+            "peak RSS MiB (after imports) | peak RSS, random init |", "|---|---|---|---|---|---|---|"]
+    for row in s["rows"]:
+        ld, rnd = row["load"], row["random_init"]
+        rows.append(
+            f"| {row['variant']} | {row['file_mib']:.0f} | {row['params']:,} | "
+            f"{fmt(ld['seconds'])} | {fmt(rnd['seconds'])} | {ld['peak_rss_mib']['median']:.0f} "
+            f"({ld['base_rss_mib']['median']:.0f}) | {rnd['peak_rss_mib']['median']:.0f} |")
+    return "\n".join(rows)
+
+
+def _profile(s):
+    out = [f"## Op-level profile, one {s['variant']} forward step, batch {s['batch']}\n"]
+    for mode in ("graph", "xla"):
+        p = s[mode]
+        out += [f"**{mode}** (tf.function{', jit_compile=True' if mode == 'xla' else ''}): "
+                f"step {p['wall_ms']:.0f} ms; op self time {p['ops_total_ms']:.0f} ms (summed "
+                f"over threads); data-movement ops {p['data_movement_share']:.1%} "
+                f"({', '.join(p['data_movement_ops']) or 'none'})\n",
+                "| op type | count | self ms | share |", "|---|---|---|---|"]
+        out += [f"| {o['op']} | {o['count']} | {o['self_ms']:.1f} | {o['share']:.1%} |"
+                for o in p["top"]]
+        out.append("")
+    return "\n".join(out)
+
+
+def _tokenmix(s):
+    out = [f"## Token mixing: transposes vs a transpose-free einsum, {s['variant']} batch "
+           f"{s['batch']}, load {loads(s['loads'])}\n",
+           f"Same weights; max logit difference {s['max_logit_diff']:.1e} "
+           f"(logits up to {s['logit_scale']:.2f}).\n",
+           "| mode | transpose (library) img/s | einsum img/s | einsum speed-up |",
+           "|---|---|---|---|"]
+    for mode, ratio in s["einsum_speedup"].items():
+        out.append(f"| {mode} | {fmt(s['images_s'][f'transpose {mode}'], 2)} | "
+                   f"{fmt(s['images_s'][f'einsum {mode}'], 2)} | {fmt(ratio, 2)} |")
+    return "\n".join(out)
