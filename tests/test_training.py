@@ -83,6 +83,10 @@ def test_bad_input_is_refused_before_work(tmp_path):
     with pytest.raises(ValueError, match="variant: expected one of"):
         train(model="X/9", output_dir=str(out))
     assert not out.exists()
+    with pytest.raises(ValueError, match="weights: evaluating variant 'B/16' needs pretrained weights"):
+        evaluate("B/16")
+    with pytest.raises(ValueError, match="split: expected one of \\['test', 'train'\\]; got 'val'"):
+        evaluate("B/16", weights="imagenet", split="val")
     with pytest.raises(ValueError, match="batch_size: the global batch must be divisible by the 4 "
                                          "replicas; got 30"):
         global_batch_size(30, 4)

@@ -89,16 +89,12 @@ def _run(plan, output_dir, strategy_name, precision, jit_compile, per_replica_ba
         data_dir=plan["data_dir"], recipe=plan["recipe"], hparams=hp, precision=precision,
         global_batch=global_batch, seed=seed, strategy=strategy_name, jit_compile=jit_compile,
     )
-    chief = strategy_lib.is_chief()
-    work_dir = output_dir if chief else _worker_dir(output_dir)
+    work_dir = output_dir if strategy_lib.is_chief() else _worker_dir(output_dir)
     finished = outputs.prepare(work_dir, run_config, overwrite)
     if finished is not None:
         print(f"{output_dir}: this run already finished (test accuracy "
               f"{finished['test_accuracy']:.4f}); pass --overwrite to train it again")
         return finished
-    os.makedirs(work_dir, exist_ok=True)
-    if chief:
-        outputs.write_json(os.path.join(output_dir, outputs.RUN_CONFIG), run_config)
 
     keras.utils.set_random_seed(seed)
     source = data_lib.load_source(plan["dataset"], plan["data_dir"], hp["image_size"], seed=seed)
@@ -106,6 +102,8 @@ def _run(plan, output_dir, strategy_name, precision, jit_compile, per_replica_ba
     if steps == 0:
         raise ValueError(f"batch_size: the global batch {global_batch} is larger than the "
                          f"{source.num_train} training images")
+    # Written once the data checks passed, so a refused run leaves nothing behind.
+    outputs.write_json(os.path.join(work_dir, outputs.RUN_CONFIG), run_config)
     train_data = data_lib.train_pipeline(source, hp, global_batch, seed)
     test_data = data_lib.eval_pipeline(source, hp["image_size"], global_batch)
 
