@@ -98,19 +98,14 @@ def _folder(path, holdout, seed):
     if len(classes) < 2:
         raise ValueError(f"dataset: folder {train_root!r} has {len(classes)} class ({classes[0]!r}); "
                          f"expected at least 2 class sub-folders")
-    if has_splits:
-        test_files, test_labels = _list_files(os.path.join(path, split_dirs[0]), classes)
-    else:  # a fixed hold-out, so every run evaluates on the same images
-        holdout = holdout or FOLDER_HOLDOUT
     files, labels, bad = _readable(files, labels)
-    if has_splits:
-        test_files, test_labels, bad_test = _readable(test_files, test_labels)
+    if has_splits and not holdout:
+        test_files, test_labels, bad_test = _readable(
+            *_list_files(os.path.join(path, split_dirs[0]), classes))
         bad += bad_test
-    if has_splits and holdout:
-        test_files, test_labels = [], []
-    if holdout:
+    else:  # a fixed, seeded hold-out, so every run evaluates on the same images
         order = np.random.default_rng(seed).permutation(len(files))
-        cut = int(round(len(order) * (1 - holdout)))
+        cut = int(round(len(order) * (1 - (holdout or FOLDER_HOLDOUT))))
         test_files = [files[i] for i in order[cut:]]
         test_labels = [labels[i] for i in order[cut:]]
         files, labels = [files[i] for i in order[:cut]], [labels[i] for i in order[:cut]]
