@@ -51,7 +51,7 @@ def test_outputs_rerun_and_evaluate(tmp_path, capsys):
 
 def test_resume_refuses_another_model_config(tmp_path):
     out = tmp_path / "run"
-    (out).mkdir()
+    out.mkdir()
     (out / "run_config.json").write_text(json.dumps(dict(
         model=dict(TINY, hidden_dim=32), weights=None, dataset="default", data_dir=None,
         recipe="default", hparams={}, precision="float32", global_batch=64, seed=0,
@@ -165,7 +165,7 @@ def test_sigkill_resume_keeps_epoch_count(tmp_path):
     assert 1 <= done < 6
     rerun = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert f"resuming from the backup after epoch" in rerun.stdout
+    assert "resuming from the backup after epoch" in rerun.stdout
     epochs = [int(line.split(",")[0]) for line in (out / "log.csv").read_text().splitlines()[1:]]
     assert epochs == list(range(6))  # each epoch exactly once
     metrics = json.loads((out / "metrics.json").read_text())
