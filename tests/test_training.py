@@ -170,3 +170,17 @@ def test_sigkill_resume_keeps_epoch_count(tmp_path):
     assert epochs == list(range(6))  # each epoch exactly once
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["epochs"] == 6 and metrics["epochs_this_session"] < 6
+
+
+def test_cli_flags_become_recipe_overrides():
+    from keras_mixer.training.commands import _overrides
+
+    args = cli.build_parser().parse_args(
+        ["train", "--epochs", "3", "--learning-rate", "0.1", "--randaugment", "2,15"])
+    overrides = _overrides(args)
+    assert overrides["epochs"] == 3 and overrides["learning_rate"] == 0.1
+    assert overrides["randaugment"] == (2, 15.0) and overrides["batch_size"] is None
+    args = cli.build_parser().parse_args(["tune", "--randaugment", "none"])
+    assert _overrides(args)["randaugment"] is False  # off, not "keep the recipe's"
+    with pytest.raises(ValueError, match="randaugment: expected 'OPS,MAGNITUDE' or 'none'; got 'lots'"):
+        _overrides(cli.build_parser().parse_args(["train", "--randaugment", "lots"]))

@@ -24,7 +24,8 @@ RECIPE_FLAGS = {
 def add_parsers(subparsers):
     p = subparsers.add_parser("train", help="train or fine-tune a Mixer (default: the embedded digits)")
     _model_and_data(p, default_model="default")
-    p.add_argument("--output-dir", default="runs/default", help="where everything is written (default: runs/default)")
+    p.add_argument("--output-dir", default="runs/default",
+                   help="where everything is written (default: runs/default)")
     _recipe_flags(p)
     p.add_argument("--per-replica-batch", action="store_true",
                    help="read --batch-size per replica: global batch = batch size x replicas")
@@ -36,7 +37,8 @@ def add_parsers(subparsers):
     p = subparsers.add_parser("evaluate", help="top-1/top-5 of a saved model or a pretrained tag")
     p.add_argument("model", help="a .keras file, or a variant (B/16) with --weights")
     p.add_argument("--weights", help="weights tag or file for a variant (e.g. imagenet)")
-    p.add_argument("--dataset", default="default", help="default | tfds:NAME | folder:PATH (default: default)")
+    p.add_argument("--dataset", default="default",
+                   help="default | tfds:NAME | folder:PATH (default: default)")
     p.add_argument("--data-dir", help="tfds data dir holding the prepared dataset")
     p.add_argument("--split", default="test", choices=("test", "train"))
     p.add_argument("--batch-size", type=int, default=128)
@@ -58,7 +60,8 @@ def _model_and_data(p, default_model):
     p.add_argument("--model", default=default_model,
                    help="'default', a variant (S/16, B/16, ...) or a JSON config dict")
     p.add_argument("--weights", help="pretrained tag (imagenet, ...) or .npz/.weights.h5 file")
-    p.add_argument("--dataset", default="default", help="default | tfds:NAME | folder:PATH (default: default)")
+    p.add_argument("--dataset", default="default",
+                   help="default | tfds:NAME | folder:PATH (default: default)")
     p.add_argument("--data-dir", help="tfds data dir holding the prepared dataset")
     p.add_argument("--recipe", choices=RECIPE_NAMES,
                    help="default for the default model, finetune with --weights, else pretrain")

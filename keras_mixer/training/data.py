@@ -225,6 +225,9 @@ def train_pipeline(source, recipe, global_batch, seed=0):
             return out["images"], out["labels"]
 
         data = data.map(mix, num_parallel_calls=tf.data.AUTOTUNE)
+    if recipe["randaugment"] or recipe["mixup"]:
+        # Their float arithmetic can overshoot 255 by a rounding error: keep the contract exact.
+        data = data.map(lambda x, y: (tf.clip_by_value(x, 0.0, 255.0), y))
     return _finish(data, source)
 
 

@@ -104,7 +104,8 @@ def _check(r):
     need(r["clipnorm"] is None or _positive(r["clipnorm"]), "clipnorm", "None or a number > 0")
     need(isinstance(r["batch_size"], int) and r["batch_size"] > 0, "batch_size", "an int > 0")
     need(isinstance(r["epochs"], int) and r["epochs"] > 0, "epochs", "an int > 0")
-    need(_number(r["label_smoothing"]) and 0 <= r["label_smoothing"] < 1, "label_smoothing", "a number in [0, 1)")
+    need(_number(r["label_smoothing"]) and 0 <= r["label_smoothing"] < 1, "label_smoothing",
+         "a number in [0, 1)")
     need(_number(r["mixup"]) and r["mixup"] >= 0, "mixup", "a number >= 0 (0 turns mixup off)")
     need(r["randaugment"] in (None, False) or (len(r["randaugment"]) == 2 and 0 <= r["randaugment"][1] <= 30),
          "randaugment", "None/False (off) or (num_ops, magnitude in [0, 30])")

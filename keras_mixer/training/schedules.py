@@ -21,7 +21,8 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
     def __call__(self, step):
         step = keras.ops.cast(step, "float32")
         warm = step / max(self.warmup_steps, 1)
-        progress = keras.ops.clip((step - self.warmup_steps) / max(self.total_steps - self.warmup_steps, 1), 0, 1)
+        decay_steps = max(self.total_steps - self.warmup_steps, 1)
+        progress = keras.ops.clip((step - self.warmup_steps) / decay_steps, 0, 1)
         if self.decay == "cosine":
             after = 0.5 * (1 + keras.ops.cos(math.pi * progress))
         elif self.decay == "linear":

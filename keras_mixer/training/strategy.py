@@ -96,7 +96,8 @@ def is_chief():
         return True
     if task.get("type") == "chief":
         return True
-    return task.get("type") == "worker" and task.get("index", 0) == 0 and "chief" not in config.get("cluster", {})
+    first_worker = task.get("type") == "worker" and task.get("index", 0) == 0
+    return first_worker and "chief" not in config.get("cluster", {})
 
 
 def global_batch_size(batch_size, replicas, per_replica=False):

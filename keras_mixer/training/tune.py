@@ -54,8 +54,8 @@ class MixerHyperModel(kt.HyperModel):
                                              step=LABEL_SMOOTHING[2])
         plan = dict(self.plan, hparams=recipe)
         if isinstance(plan["variant"], dict) and not plan["source"].pretrained:
-            plan["variant"] = trial_variant(plan["variant"], hp.Int("num_blocks", *DEPTHS[:2], step=DEPTHS[2]),
-                                            hp.Choice("hidden_dim", WIDTHS))
+            depth = hp.Int("num_blocks", *DEPTHS[:2], step=DEPTHS[2])
+            plan["variant"] = trial_variant(plan["variant"], depth, hp.Choice("hidden_dim", WIDTHS))
         model = build_model(plan, self.num_classes)
         model.compile(
             optimizer=make_optimizer(recipe, self.total_steps),
@@ -115,7 +115,8 @@ def write_results(tuner, plan, output_dir):
         model = plan["model"]
         if "hidden_dim" in values:  # a from-scratch custom model: its config is part of the result
             model = trial_variant(plan["variant"], values["num_blocks"], values["hidden_dim"])
-        best["command"] = (f"keras-mixer train --model '{json.dumps(model) if isinstance(model, dict) else model}' "
+        model = json.dumps(model) if isinstance(model, dict) else model
+        best["command"] = (f"keras-mixer train --model '{model}' "
                            f"--dataset {plan['dataset']} --recipe {plan['recipe']} " + " ".join(flags))
     result = dict(best=best, trials=trials)
     outputs.write_json(os.path.join(output_dir, "results.json"), trials)
