@@ -47,13 +47,14 @@ FULL = dict(
     variants=("S/32", "S/16", "B/16"), batches=(1, 8),
     rounds=5,                       # interleaved rounds per comparison
     target_s=0.4,                   # seconds of calls per mode per round
+    probe_s=0.15,                   # seconds per GEMM probe per round
     train_variant="S/16", train_batch=8,
     tflite_variant="S/16", calib_images=16, threads=(1, 2),
     convert_variants=("B/16", "L/16"), convert_repeats=2,
     profile_variant="B/16", profile_batch=8,
 )
 QUICK = dict(FULL, size=32, gemm_n=256, variants=("tiny",), batches=(1, 2), rounds=2,
-             target_s=0.05, train_variant="tiny", train_batch=4, tflite_variant="tiny",
+             target_s=0.05, probe_s=0.02, train_variant="tiny", train_batch=4, tflite_variant="tiny",
              calib_images=10, convert_variants=("tiny",), convert_repeats=1,
              profile_variant="tiny", profile_batch=2)
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -88,7 +89,7 @@ def section_gemm(s, workdir):
     worker = pm.JaxWorker()
     try:
         worker.ask(cmd="gemm", n=n)
-        fns["jax_xla_f32"] = worker.timer()
+        fns["jax_xla_f32"] = worker.timer("gemm")
         times, loads = pm.interleaved(fns, s["rounds"], s["target_s"])
     finally:
         worker.close()
@@ -100,31 +101,49 @@ def section_gemm(s, workdir):
             "loads": loads}
 
 
-def peak_of(results, s):
-    """The float32 GEMM peak (GFLOP/s) this run measured, measuring it if needed."""
-    if "gemm" not in results:
-        with tempfile.TemporaryDirectory() as tmp:
-            results["gemm"] = section_gemm(dict(s, threads=()), tmp)
-    return results["gemm"]["peak_gflops"]
+def probes(s, worker):
+    """float32 GEMM probes timed in every round beside the model (NumPy, TF, XLA, JAX).
+
+    The cores are shared, so the peak is measured under the same load as the
+    model, round by round; a round's peak is the best of its probes.
+    """
+    worker.ask(cmd="gemm", n=s["gemm_n"])
+    fns = {f"gemm {k}": f for k, f in pm.gemm_fns(s["gemm_n"]).items()}
+    fns["gemm jax_xla_f32"] = worker.timer("gemm")
+    return fns
 
 
-def section_infer(s, peak):
+def with_peak(times, flops, batch, s):
+    """Per-mode images/s and fraction of the same round's best GEMM probe."""
+    gemm = [k for k in times if k.startswith("gemm ")]
+    peaks = [max(gflops(2 * s["gemm_n"] ** 3, times[k]["s"][r]) for k in gemm)
+             for r in range(s["rounds"])]
+    modes = {name: {"images_s": pm.stats([batch / t for t in v["s"]]),
+                    "first_call_s": v["first_s"],
+                    "peak_fraction": pm.stats([gflops(flops, t) / p
+                                               for t, p in zip(v["s"], peaks)])}
+             for name, v in times.items() if name not in gemm}
+    return modes, pm.stats(peaks)
+
+
+def section_infer(s):
     import tensorflow as tf
 
     worker, rows = pm.JaxWorker(), []
     try:
+        gemm = probes(s, worker)
         for variant in s["variants"]:
             for batch in s["batches"]:
-                rows.append(_infer_one(tf, worker, variant, batch, s, peak))
+                rows.append(_infer_one(tf, worker, gemm, variant, batch, s))
                 print(f"  infer {variant} b{batch}: " + ", ".join(
                     f"{m} {v['images_s']['median']:.1f}" for m, v in rows[-1]["modes"].items()),
                     flush=True)
     finally:
         worker.close()
-    return {"rows": rows, "peak_gflops": peak}
+    return {"rows": rows}
 
 
-def _infer_one(tf, worker, variant, batch, s, peak):
+def _infer_one(tf, worker, gemm, variant, batch, s):
     model, x = build(variant, s["size"]), tf.constant(images(batch, s["size"]))
     graph = tf.function(lambda t: model(t, training=False))
     xla = tf.function(lambda t: model(t, training=False), jit_compile=True)
@@ -134,21 +153,20 @@ def _infer_one(tf, worker, variant, batch, s, peak):
         "predict": lambda: model.predict(x, batch_size=batch, verbose=0),
         "tf.function": lambda: graph(x).numpy(),
         "xla": lambda: xla(x).numpy(),
-        "jax_jit": worker.timer(),
+        "jax_jit": worker.timer("model"),
+        **gemm,
     }
-    times, loads = pm.interleaved(fns, s["rounds"], s["target_s"])
+    times, loads = pm.interleaved(fns, s["rounds"], s["target_s"],
+                                  {k: s["probe_s"] for k in gemm})
     flops = pm.model_flops(config_of(variant), s["size"]) * batch
-    modes = {}
-    for name, v in times.items():
-        per_s = [batch / t for t in v["s"]]
-        modes[name] = {"images_s": pm.stats(per_s), "first_call_s": v["first_s"],
-                       "peak_fraction": pm.stats([gflops(flops, t) / peak for t in v["s"]])}
+    modes, peak = with_peak(times, flops, batch, s)
     ratio = [e / x_ for e, x_ in zip(times["eager"]["s"], times["xla"]["s"])]
     return {"variant": variant, "batch": batch, "gflop_per_image": flops / batch / 1e9,
-            "modes": modes, "xla_over_eager": pm.stats(ratio), "loads": loads}
+            "modes": modes, "peak_gflops": peak, "xla_over_eager": pm.stats(ratio),
+            "loads": loads}
 
 
-def section_train(s, peak):
+def section_train(s):
     import keras
     import tensorflow as tf
 
@@ -167,34 +185,38 @@ def section_train(s, peak):
                           loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
             fns[f"{policy}{' + xla' if jit else ''}"] = (
                 lambda m=model: m.train_on_batch(x, y))
-    times, loads = pm.interleaved(fns, s["rounds"], s["target_s"])
+    worker = pm.JaxWorker()
+    try:
+        gemm = probes(s, worker)
+        times, loads = pm.interleaved({**fns, **gemm}, s["rounds"], s["target_s"],
+                                      {k: s["probe_s"] for k in gemm})
+    finally:
+        worker.close()
     # A training step is ~3x the forward FLOPs (backward: grads of inputs and weights).
     flops = 3 * pm.model_flops(config_of(s["train_variant"]), size) * batch
-    modes = {name: {"images_s": pm.stats([batch / t for t in v["s"]]),
-                    "first_call_s": v["first_s"],
-                    "peak_fraction": pm.stats([gflops(flops, t) / peak for t in v["s"]])}
-             for name, v in times.items()}
+    modes, peak = with_peak(times, flops, batch, s)
     base = times["float32"]["s"]
-    ratios = {name: pm.stats([b / t for b, t in zip(base, v["s"])]) for name, v in times.items()}
+    ratios = {name: pm.stats([b / t for b, t in zip(base, times[name]["s"])])
+              for name in modes}
     return {"variant": s["train_variant"], "batch": batch, "modes": modes,
             "speedup_vs_float32": ratios, "loads": loads, "peak_gflops": peak}
 
 
 def section_tflite(s, workdir):
     from ai_edge_litert.interpreter import Interpreter
-    from export.tflite import convert
+    from export.tflite import export_tflite
 
     model, size = build(s["tflite_variant"], s["size"]), s["size"]
     calib = images(s["calib_images"], size)
-    fns, sizes, convert_s = {}, {}, {}
+    fns, sizes, convert_s, partitions = {}, {}, {}, {}
     for mode, quantize in (("fp32", "none"), ("fp16", "float16"),
                            ("dynamic", "dynamic"), ("int8", "int8")):
-        start = time.perf_counter()
-        data = convert(model, quantize, images=calib)
-        convert_s[mode], sizes[mode] = time.perf_counter() - start, len(data)
         path = os.path.join(workdir, f"{mode}.tflite")
-        with open(path, "wb") as f:
-            f.write(data)
+        start = time.perf_counter()
+        report = export_tflite(model, path, quantize=quantize, target="cpu",
+                               representative=calib, num_samples=len(calib), overwrite=True)
+        convert_s[mode], sizes[mode] = time.perf_counter() - start, report["bytes"]
+        partitions[mode] = report["xnnpack"]["partitions"]
         for threads in s["threads"]:
             interp = Interpreter(model_path=path, num_threads=threads)
             interp.allocate_tensors()
@@ -207,8 +229,8 @@ def section_tflite(s, workdir):
     speedup = {name: pm.stats([b / t for b, t in zip(base[int(name.split()[1][:-1])], v["s"])])
                for name, v in times.items()}
     return {"variant": s["tflite_variant"], "latency_ms": rows, "speedup_vs_fp32": speedup,
-            "bytes": sizes, "convert_s": convert_s, "loads": loads,
-            "converter": "export.tflite.convert (SavedModel, static batch 1)"}
+            "bytes": sizes, "convert_s": convert_s, "xnnpack_partitions": partitions,
+            "loads": loads, "converter": "export.tflite.export_tflite(target='cpu')"}
 
 
 def section_convert(s, workdir):
@@ -326,9 +348,10 @@ def run(sections, quick=False, out_dir=RESULTS, wait_s=0):
             print(f"[{section}] load {os.getloadavg()[0]:.2f}", flush=True)
             if section == "gemm":
                 result = section_gemm(s, tmp)
-            elif section in ("infer", "train"):
-                peak = peak_of(results, s)
-                result = (section_infer if section == "infer" else section_train)(s, peak)
+            elif section == "infer":
+                result = section_infer(s)
+            elif section == "train":
+                result = section_train(s)
             elif section == "tflite":
                 result = section_tflite(s, tmp)
             elif section == "convert":

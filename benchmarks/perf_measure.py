@@ -61,17 +61,18 @@ def calls_for(seconds_per_call, target_s):
     return max(1, int(round(target_s / max(seconds_per_call, 1e-6))))
 
 
-def interleaved(fns, rounds, target_s):
+def interleaved(fns, rounds, target_s, targets=None):
     """Times every fn of {name: fn} in each round, rotating the order.
 
     One warm-up call each (compiles, caches) is timed separately as `first_s`.
     Rotating the order (ABC, BCA, CAB, ...) spreads load spikes from other
-    processes over all of them, so their ratios are fair. Returns
-    {name: {"s": [per-call seconds per round], "first_s": s}} and the 1-min
-    load average seen at each round as "load".
+    processes over all of them, so their ratios are fair. `targets` overrides
+    `target_s` per name. Returns {name: {"s": [per-call seconds per round],
+    "first_s": s, "calls": n}} and the 1-min load average at each round.
     """
+    targets = {name: (targets or {}).get(name, target_s) for name in fns}
     first = {name: timed(fn, 1) for name, fn in fns.items()}
-    calls = {name: calls_for(timed(fn, 1), target_s) for name, fn in fns.items()}
+    calls = {name: calls_for(timed(fn, 1), targets[name]) for name, fn in fns.items()}
     names, out, loads = list(fns), {n: [] for n in fns}, []
     for r in range(rounds):
         loads.append(os.getloadavg()[0])
@@ -178,9 +179,9 @@ class JaxWorker:
             raise RuntimeError(f"JAX worker: {reply['error']}")
         return reply
 
-    def timer(self, calls_per_round=1):
-        """A fn for `interleaved`: one round = `calls` jitted calls in the worker."""
-        return lambda: self.ask(cmd="run", calls=calls_per_round)
+    def timer(self, fn):
+        """A fn for `interleaved`: one call of the worker's jitted `fn` ("model", "gemm")."""
+        return lambda: self.ask(cmd="run", fn=fn, calls=1)
 
     def close(self):
         if self.proc.poll() is None:
@@ -223,7 +224,7 @@ def _jax_handle(request, state, jax, jnp, Mixer):
         n = request["n"]
         a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n), dtype=np.float32))
         f = jax.jit(jnp.matmul)
-        state["fn"] = lambda: f(a, a).block_until_ready()
+        state["gemm"] = lambda: f(a, a).block_until_ready()
     elif cmd == "load":
         size, batch = request["size"], request["batch"]
         model = Mixer(request["variant"], input_shape=(size, size, 3),
@@ -233,12 +234,12 @@ def _jax_handle(request, state, jax, jnp, Mixer):
         f = jax.jit(lambda tv, ntv, x: model.stateless_call(tv, ntv, x, training=False)[0])
         x = jnp.asarray(np.random.default_rng(0).uniform(0, 255, (batch, size, size, 3))
                         .astype(np.float32))
-        state["fn"] = lambda: f(tv, ntv, x).block_until_ready()
+        state["model"] = lambda: f(tv, ntv, x).block_until_ready()
     elif cmd != "run":
         raise ValueError(f"unknown command {cmd!r}")
     if cmd != "run":
-        return {"first_s": timed(state["fn"], 1)}
-    return {"s": timed(state["fn"], request["calls"])}
+        return {"first_s": timed(state["gemm" if cmd == "gemm" else "model"], 1)}
+    return {"s": timed(state[request["fn"]], request["calls"])}
 
 
 # --- checkpoint conversion, in a fresh process ----------------------------
@@ -247,20 +248,31 @@ def _jax_handle(request, state, jax, jnp, Mixer):
 def conversion_child(spec):
     """Times `Mixer(variant, weights=path)` (or a random build) in a fresh process.
 
-    Peak memory is ru_maxrss, which sees NumPy and TensorFlow's C++ buffers
-    alike; the baseline is taken after the imports.
+    Peak memory is the process's VmHWM, which sees NumPy and TensorFlow's C++
+    buffers alike (ru_maxrss would not do: Linux carries the parent's peak
+    over fork and exec); the baseline is taken after the imports.
     """
     import keras  # noqa: F401  (import cost stays out of the timing)
 
     from keras_mixer.model import Mixer
 
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    base = peak_rss_mib()
     start = time.perf_counter()
     model = Mixer(spec["variant"], weights=spec.get("weights"), classifier_activation=None)
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mib()
     return {"seconds": seconds, "base_rss_mib": base, "peak_rss_mib": peak,
             "params": int(model.count_params())}
+
+
+def peak_rss_mib():
+    """This process's peak resident memory (VmHWM), in MiB."""
+    try:
+        with open("/proc/self/status") as f:
+            kib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):  # not Linux: ru_maxrss is the next best thing
+        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kib / 1024
 
 
 def run_conversion_child(spec):

@@ -98,9 +98,12 @@ def markdown(r):
            f"(oneDNN {m['TF_ENABLE_ONEDNN_OPTS']}), Keras {m['keras']}, JAX {m['jax']}, "
            f"NumPy {m['numpy']}. No GPU was lent to this task: GPU numbers are not measured.\n",
            "Numbers are median [min-max] over interleaved rounds (every mode once per "
-           "round, order rotated). `load` is the 1-min load average seen at the rounds: "
-           "above ~0.5 other jobs shared the 2 cores, so absolute numbers are low "
-           "and ratios are the fair comparison.\n"]
+           "round, order rotated). `load` is the 1-min load average seen at the rounds; "
+           "the harness itself keeps ~2 threads busy, so above ~2.5 other jobs shared "
+           "the 2 cores: absolute numbers are then low and ratios measured in the same "
+           "rounds are the fair comparison. Fractions of the GEMM peak are taken per "
+           "round against the best float32 2048^3 GEMM probe (NumPy, TF, TF+XLA, JAX) "
+           "timed in that same round.\n"]
     for section, render in (("gemm", _gemm), ("infer", _infer), ("train", _train),
                             ("tflite", _tflite), ("convert", _convert), ("profile", _profile),
                             ("tokenmix", _tokenmix)):
@@ -116,23 +119,23 @@ def _gemm(s):
     rows = [f"## GEMM peak ({s['n']}x{s['n']}x{s['n']}), load {loads(s['loads'])}\n",
             "| runtime | GFLOP/s (GOP/s for int8) |", "|---|---|"]
     rows += [f"| {k} | {fmt(v)} |" for k, v in s["gflops"].items()]
-    rows.append(f"\nPeak used below: **{s['peak_gflops']:.1f} GFLOP/s** ({s['peak_name']}, "
-                "the best float32 median).")
+    rows.append(f"\nBest float32 median: **{s['peak_gflops']:.1f} GFLOP/s** ({s['peak_name']}). "
+                "The sections below re-measure the float32 probes in every round.")
     return "\n".join(rows)
 
 
 def _infer(s):
     modes = list(s["rows"][0]["modes"])
-    rows = [f"## Inference throughput at 224 (images/s; fraction of the "
-            f"{s['peak_gflops']:.1f} GFLOP/s peak)\n",
-            "| model | batch | GFLOP/img | " + " | ".join(modes) + " | XLA / eager | load |",
-            "|---" * (len(modes) + 5) + "|"]
+    rows = ["## Inference throughput at 224 (images/s; median fraction of the GEMM peak)\n",
+            "| model | batch | GFLOP/img | " + " | ".join(modes)
+            + " | XLA / eager | GEMM peak GFLOP/s | load |",
+            "|---" * (len(modes) + 6) + "|"]
     for row in s["rows"]:
         cells = [f"{fmt(v['images_s'])} ({v['peak_fraction']['median']:.0%})"
                  for v in row["modes"].values()]
         rows.append(f"| {row['variant']} | {row['batch']} | {row['gflop_per_image']:.2f} | "
                     + " | ".join(cells) + f" | {fmt(row['xla_over_eager'], 2)} | "
-                    f"{loads(row['loads'])} |")
+                    f"{fmt(row['peak_gflops'], 0)} | {loads(row['loads'])} |")
     rows.append("\nFirst call (trace/compile) seconds, per mode: " + "; ".join(
         f"{row['variant']} b{row['batch']}: " + ", ".join(
             f"{k} {v['first_call_s']:.1f}" for k, v in row["modes"].items())
@@ -142,7 +145,7 @@ def _infer(s):
 
 def _train(s):
     rows = [f"## Training step, {s['variant']} batch {s['batch']} at 224 (train_on_batch, "
-            f"Adam), load {loads(s['loads'])}\n",
+            f"Adam), load {loads(s['loads'])}, GEMM peak {fmt(s['peak_gflops'], 0)} GFLOP/s\n",
             "| mode | images/s | fraction of peak (3x fwd FLOPs) | x float32 no-XLA | "
             "first step s |", "|---|---|---|---|---|"]
     for k, v in s["modes"].items():
@@ -155,10 +158,12 @@ def _tflite(s):
     rows = [f"## TFLite batch-1 latency, {s['variant']} at 224 (LiteRT, XNNPACK), "
             f"load {loads(s['loads'])}\n",
             f"Converted with {s['converter']}; random-init weights.\n",
-            "| mode | threads | MiB | latency ms | x fp32 (same threads) |", "|---|---|---|---|---|"]
+            "| mode | threads | MiB | XNNPACK partitions | latency ms | x fp32 (same threads) |",
+            "|---|---|---|---|---|---|"]
     for k, v in s["latency_ms"].items():
         mode, threads = k.split()
-        rows.append(f"| {mode} | {threads[:-1]} | {s['bytes'][mode] / 2**20:.1f} | {fmt(v, 2)} | "
+        rows.append(f"| {mode} | {threads[:-1]} | {s['bytes'][mode] / 2**20:.1f} | "
+                    f"{s.get('xnnpack_partitions', {}).get(mode, '?')} | {fmt(v, 2)} | "
                     f"{fmt(s['speedup_vs_fp32'][k], 2)} |")
     return "\n".join(rows)
 
@@ -168,6 +173,7 @@ def _convert(s):
             "process each run)\n",
             "| model | file MiB | params | load+convert s | random-init build s | "
             "peak RSS MiB (after imports) | peak RSS, random init |", "|---|---|---|---|---|---|---|"]
+    # VmHWM: the child's own high-water mark (ru_maxrss would carry the parent's over exec).
     for row in s["rows"]:
         ld, rnd = row["load"], row["random_init"]
         rows.append(
