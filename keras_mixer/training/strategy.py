@@ -11,11 +11,7 @@ import json
 import os
 
 STRATEGIES = ("auto", "default", "mirrored", "multiworker", "tpu")
-# keras.Model.fit cannot train under MultiWorkerMirroredStrategy with more than
-# one worker in Keras 3 up to this version (checked; keras-team/keras#20585):
-# it reduces the first (x, y) batch and every scalar log with
-# strategy.reduce(..., axis=0), which the collective strategy rejects.
-KERAS_MULTIWORKER_FIT_BROKEN_UP_TO = "3.15.1"
+_CREATED = {}  # strategies that must exist once per process
 
 
 def check_strategy(name):
@@ -43,7 +39,11 @@ def get_strategy(name="auto", tpu=None):
         tf.tpu.experimental.initialize_tpu_system(resolver)
         return tf.distribute.TPUStrategy(resolver)
     if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        # One per process: a second instance starts its collective keys from the
+        # same base as the first, and their collectives collide.
+        if "multiworker" not in _CREATED:
+            _CREATED["multiworker"] = tf.distribute.MultiWorkerMirroredStrategy()
+        return _CREATED["multiworker"]
     if name == "mirrored":
         gpus = tf.config.list_logical_devices("GPU")
         devices = gpus or tf.config.list_logical_devices("CPU")
@@ -67,19 +67,12 @@ def _auto(tpu):
     return "default"
 
 
-def check_fit_support(strategy):
-    """Refuses, before any work, what keras.Model.fit cannot do on this Keras."""
-    import keras
+def is_multiworker(strategy):
+    """True for MultiWorkerMirroredStrategy over several workers, where training
+    takes TF's custom-loop path (multiworker.py) instead of keras.Model.fit."""
     import tensorflow as tf
-    from packaging.version import Version  # a TensorFlow dependency
 
-    multi = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and cluster_size() > 1
-    if multi and Version(keras.__version__) <= Version(KERAS_MULTIWORKER_FIT_BROKEN_UP_TO):
-        raise ValueError(
-            f"strategy: keras.Model.fit fails under MultiWorkerMirroredStrategy with several "
-            f"workers in Keras {keras.__version__} (keras-team/keras#20585: batches and logs are "
-            f"reduced with axis=0 across workers). The cluster forms and data are sharded, but "
-            f"training needs a Keras release with that fixed; use 'mirrored' on one machine")
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and cluster_size() > 1
 
 
 def cluster_size():

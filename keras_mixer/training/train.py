@@ -20,6 +20,7 @@ import keras
 from keras_mixer import weights as weights_lib
 from keras_mixer.model import resolve_variant
 from keras_mixer.training import data as data_lib
+from keras_mixer.training import multiworker
 from keras_mixer.training import outputs
 from keras_mixer.training import recipes as recipes_lib
 from keras_mixer.training import strategy as strategy_lib
@@ -80,7 +81,10 @@ def _run(plan, output_dir, strategy_name, precision, jit_compile, per_replica_ba
          overwrite, seed, verbose):
     started = time.time()
     strategy = strategy_lib.get_strategy(strategy_name)
-    strategy_lib.check_fit_support(strategy)
+    multi = strategy_lib.is_multiworker(strategy)
+    if multi and jit_compile:
+        raise ValueError("jit_compile: the multi-worker training loop does not compile with XLA; "
+                         "got True (leave --jit-compile out with several workers)")
     replicas = strategy.num_replicas_in_sync
     hp = plan["hparams"]
     global_batch = strategy_lib.global_batch_size(hp["batch_size"], replicas, per_replica_batch)
@@ -89,7 +93,8 @@ def _run(plan, output_dir, strategy_name, precision, jit_compile, per_replica_ba
         data_dir=plan["data_dir"], recipe=plan["recipe"], hparams=hp, precision=precision,
         global_batch=global_batch, seed=seed, strategy=strategy_name, jit_compile=jit_compile,
     )
-    work_dir = output_dir if strategy_lib.is_chief() else _worker_dir(output_dir)
+    chief = strategy_lib.is_chief()
+    work_dir = output_dir if chief else _worker_dir(output_dir)
     finished = outputs.prepare(work_dir, run_config, overwrite)
     if finished is not None:
         print(f"{output_dir}: this run already finished (test accuracy "
@@ -116,19 +121,25 @@ def _run(plan, output_dir, strategy_name, precision, jit_compile, per_replica_ba
                      keras.metrics.TopKCategoricalAccuracy(min(5, source.num_classes), name="top5")],
             jit_compile=jit_compile,
         )
-    timer = EpochTimer()
-    history = net.fit(train_data, validation_data=test_data, epochs=hp["epochs"], shuffle=False,
-                      callbacks=_callbacks(work_dir, timer), verbose=verbose)
-    scores = net.evaluate(test_data, verbose=0, return_dict=True)
+    if multi:  # keras.Model.fit fails there: TF's custom loop (multiworker.py)
+        history, scores, times = multiworker.fit(
+            net, strategy, train_data, test_data, hp["epochs"], steps, global_batch,
+            hp["label_smoothing"], output_dir, work_dir, chief, verbose)
+    else:
+        timer = EpochTimer()
+        history = net.fit(train_data, validation_data=test_data, epochs=hp["epochs"], shuffle=False,
+                          callbacks=_callbacks(work_dir, timer), verbose=verbose).history
+        scores, times = net.evaluate(test_data, verbose=0, return_dict=True), timer.times
     metrics = dict(
         test_accuracy=float(scores["accuracy"]), test_top5=float(scores["top5"]),
         test_loss=float(scores["loss"]), epochs=hp["epochs"],
-        epochs_this_session=len(history.history.get("loss", [])),
-        train_images_per_second=timer.images_per_second(steps * global_batch),
+        epochs_this_session=len(history.get("loss", [])),
+        train_steps=int(keras.ops.convert_to_numpy(net.optimizer.iterations)),
+        train_images_per_second=images_per_second(times, steps * global_batch),
         wall_time_s=round(time.time() - started, 1), num_train=source.num_train,
         num_test=source.num_test, skipped_files=source.skipped, replicas=replicas,
         global_batch=global_batch, parameters=net.count_params(),
-        nan_stopped=any(math.isnan(v) for v in history.history.get("loss", [])),
+        nan_stopped=any(math.isnan(v) for v in history.get("loss", [])),
         class_names=source.class_names, strategy=type(strategy).__name__,
     )
     save_for_inference(net, os.path.join(work_dir, "model.keras"))
@@ -237,7 +248,8 @@ class EpochTimer(keras.callbacks.Callback):
             self.times.append(time.perf_counter() - self.start)
             self.start = None
 
-    def images_per_second(self, images_per_epoch):
-        # The first epoch pays for tracing (and XLA compilation): leave it out.
-        steady = sorted(self.times[1:] or self.times)
-        return round(images_per_epoch / steady[len(steady) // 2], 1) if steady else None
+
+def images_per_second(epoch_times, images_per_epoch):
+    # The first epoch pays for tracing (and XLA compilation): leave it out.
+    steady = sorted(epoch_times[1:] or epoch_times)
+    return round(images_per_epoch / steady[len(steady) // 2], 1) if steady else None
