@@ -50,17 +50,21 @@ def check_spec(spec, data_dir=None):
         raise ValueError(f"data_dir: only used with a tfds:NAME dataset; got dataset {spec!r}")
 
 
-def load_source(spec, data_dir=None, image_size=32, holdout=0.0, seed=0):
+def load_source(spec, data_dir=None, image_size=32, holdout=0.0, seed=0, eval_split=None):
     """A `Source` for `spec`. With `holdout` > 0 the test split is replaced by
-    that fraction of the training split (for tuning without seeing the test set)."""
+    that fraction of the training split (for tuning without seeing the test set).
+    `eval_split` names the tfds split to use as `test` (default: test, val or validation)."""
     check_spec(spec, data_dir)
     if not 0 <= holdout < 1:
         raise ValueError(f"holdout: expected a fraction in [0, 1); got {holdout!r}")
+    if eval_split is not None and (not spec.startswith("tfds:") or holdout):
+        raise ValueError(f"eval_split: only used with a tfds:NAME dataset and no holdout; "
+                         f"got dataset {spec!r}, holdout {holdout!r}")
     if spec == "default":
         return _digits(image_size, holdout, seed)
     if spec.startswith("folder:"):
         return _folder(spec[7:], holdout, seed)
-    return _tfds(spec[5:], data_dir, holdout)
+    return _tfds(spec[5:], data_dir, holdout, eval_split)
 
 
 def _from_arrays(x_train, y_train, x_test, y_test, holdout, seed):
@@ -84,8 +88,6 @@ def _digits(image_size, holdout, seed):
 
 
 def _folder(path, holdout, seed):
-    import tensorflow as tf
-
     split_dirs = [d for d in EVAL_FOLDERS if os.path.isdir(os.path.join(path, d))]
     has_splits = os.path.isdir(os.path.join(path, "train")) and split_dirs
     train_root = os.path.join(path, "train") if has_splits else path
@@ -110,12 +112,23 @@ def _folder(path, holdout, seed):
         test_labels = [labels[i] for i in order[cut:]]
         files, labels = [files[i] for i in order[:cut]], [labels[i] for i in order[:cut]]
 
-    def dataset(paths, targets):
-        data = tf.data.Dataset.from_tensor_slices((paths or [""], targets or [0]))
-        return data.take(len(paths)).map(_decode_file, num_parallel_calls=tf.data.AUTOTUNE)
+    return Source(_files_dataset(files, labels), _files_dataset(test_files, test_labels),
+                  len(classes), classes, len(files), len(test_files), skipped=bad)
 
-    return Source(dataset(files, labels), dataset(test_files, test_labels), len(classes),
-                  classes, len(files), len(test_files), skipped=bad)
+
+def image_files(files):
+    """(dataset of (image uint8, 0), readable files, unreadable files) for a plain
+    list of image files without classes (e.g. int8 calibration photos)."""
+    files, labels, bad = _readable(list(files), [0] * len(files))
+    return _files_dataset(files, labels), files, bad
+
+
+def _files_dataset(paths, targets):
+    import tensorflow as tf
+
+    # from_tensor_slices cannot infer a dtype from an empty list: slice a dummy, take 0.
+    data = tf.data.Dataset.from_tensor_slices((paths or [""], targets or [0]))
+    return data.take(len(paths)).map(_decode_file, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _list_files(root, classes):
@@ -159,7 +172,7 @@ def _readable(files, labels):
     return [files[i] for i in keep], [labels[i] for i in keep], bad
 
 
-def _tfds(name, data_dir, holdout):
+def _tfds(name, data_dir, holdout, eval_split=None):
     import tensorflow as tf
     import tensorflow_datasets as tfds
 
@@ -177,6 +190,11 @@ def _tfds(name, data_dir, holdout):
     if holdout:
         cut = int(round(100 * (1 - holdout)))
         train_split, test_split = f"train[:{cut}%]", f"train[{cut}%:]"
+    elif eval_split is not None:
+        if eval_split not in splits:
+            raise ValueError(f"dataset: tfds dataset {name!r} has no split {eval_split!r}; "
+                             f"got splits {sorted(splits)}")
+        train_split, test_split = "train", eval_split
     else:
         test_split = next((s for s in EVAL_FOLDERS if s in splits), None)
         if test_split is None:
