@@ -20,6 +20,7 @@ def add_parsers(subparsers):
     p.add_argument("--target", default="cpu", help=f"one of {TARGETS} (default: cpu)")
     p.add_argument("--representative", default="default",
                    help=f"int8 calibration images: {data_lib.SOURCES} (default: the embedded digits)")
+    p.add_argument("--data-dir", help="tfds data dir for a tfds: --representative (default: tfds' own)")
     p.add_argument("--num-samples", type=int, default=tflite_lib.DEFAULT_SAMPLES,
                    help=f"calibration images (default: {tflite_lib.DEFAULT_SAMPLES})")
     p.add_argument("--io-dtype", default="float32",
@@ -48,6 +49,7 @@ def add_parsers(subparsers):
     p.add_argument("--weights", help="weights tag or file for a variant")
     p.add_argument("--images", default="default",
                    help=f"held-out images: {data_lib.SOURCES} (default: embedded digits test split)")
+    p.add_argument("--data-dir", help="tfds data dir for tfds: --images (default: tfds' own)")
     p.add_argument("-n", "--count", type=int, default=100, help="images to compare (default: 100)")
     p.add_argument("--threads", type=int, default=2, help="interpreter threads (default: 2)")
     p.set_defaults(run=_run_verify)
@@ -57,7 +59,7 @@ def _run_tflite(args):
     report = tflite_lib.export_tflite(
         args.model, args.output, args.quantize, args.target, args.representative,
         args.num_samples, args.io_dtype, args.float_ops, args.labels, args.weights,
-        args.overwrite)
+        args.overwrite, args.data_dir)
     contract = report["contract"]
     print(f"wrote {report['path']} ({report['bytes']:,} bytes) and {report['sidecar']}")
     print(f"input {contract['input']['dtype']} {contract['input']['shape']}, "
@@ -83,5 +85,5 @@ def _run_verify(args):
     from export.verify import verify_tflite
 
     report = verify_tflite(args.tflite, args.model, args.images, args.count, args.weights,
-                           args.threads)
+                           args.threads, args.data_dir)
     print(json.dumps(report, indent=1))

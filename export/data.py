@@ -1,110 +1,125 @@
-"""Images for calibration (representative data) and verification.
+"""Images for int8 calibration (representative data) and `export verify`.
 
-A source is named as on the command line:
-  default        the embedded digits (keras_mixer.datasets.embedded_digits):
-                 train split for calibration, test split for verification
-  folder:PATH    class sub-folders of JPEG/PNG files (PATH/<label>/*.jpg), or
-                 a flat folder of images (no labels)
-  tfds:NAME      a TFDS dataset already in the local TFDS data dir
-                 (tfds:NAME/SPLIT picks the split; no download is attempted)
+A thin adapter over the training data specs (`keras_mixer.training.data`), so a
+source means what `keras-mixer train --dataset` means:
+  default            the embedded digits
+  folder:PATH        class sub-folders: PATH/train and PATH/test (or val, validation)
+                     when present, else the seeded 10% hold-out that `train` makes;
+                     or a flat folder of images with no class sub-folders (no labels,
+                     all of them for either use)
+  tfds:NAME[/SPLIT]  a prepared tfds dataset (from `data_dir` when given; nothing is
+                     downloaded); SPLIT, when given, serves both uses
+Calibration takes the training split, verification the test (held-out) split.
 Every image goes through the paper's eval transform
 (`keras_mixer.preprocessing.eval_resize_crop`) to the model's input size.
 """
 
+import contextlib
 import os
 
 import numpy as np
 
 SOURCES = ("default", "folder:PATH", "tfds:NAME[/SPLIT]")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+# A tfds split can be huge: the seeded subset is drawn from its first images.
+TFDS_POOL = 2000
 
 
-def check_source(source):
-    if not isinstance(source, str) or not (
-        source == "default" or source.startswith(("folder:", "tfds:"))
-    ):
-        raise ValueError(f"representative: expected one of {SOURCES}; got {source!r}")
-    if source.startswith("folder:") and not os.path.isdir(source[7:]):
-        raise FileNotFoundError(f"representative: no such folder: {source[7:]!r}")
+def check_source(source, data_dir=None, arg="representative"):
+    """Checks a source without loading anything; errors name `arg`."""
+    from keras_mixer.training import data
+
+    with _named(arg):
+        data.check_spec(_spec(source)[0], data_dir)
 
 
-def load_images(source, size, count, split="train", seed=0):
+def load_images(source, size, count, split="train", seed=0, data_dir=None, arg="representative"):
     """(images uint8 (n, H, W, 3), labels int32 (n,) or None, label_names or None).
 
-    `split` ("train" or "test") applies to the default source; at most `count`
-    images are returned, a seeded random subset when there are more.
+    `split` is "train" (calibration) or "test" (verification); at most `count`
+    images are returned, a seeded random subset when there are more. `seed` also
+    picks a folder's hold-out, as `keras-mixer train --seed` does (default 0 in both).
     """
-    check_source(source)
-    if source == "default":
-        images, labels, names = _digits(size, split)
-    elif source.startswith("folder:"):
-        images, labels, names = _folder(source[7:], size)
-    else:
-        images, labels, names = _tfds(source[5:], size, split)
-    if len(images) > count:
-        keep = np.sort(np.random.default_rng(seed).choice(len(images), count, replace=False))
-        images = images[keep]
-        labels = None if labels is None else labels[keep]
-    return images, labels, names
-
-
-def _digits(size, split):
     import tensorflow as tf
-
-    from keras_mixer.datasets import DIGITS_LABELS, embedded_digits
-
-    (x_train, y_train), (x_test, y_test) = embedded_digits(max(size))
-    images, labels = (x_train, y_train) if split == "train" else (x_test, y_test)
-    if size[0] != size[1]:
-        images = tf.cast(tf.image.resize(images, size), tf.uint8).numpy()
-    return images, labels, list(DIGITS_LABELS)
-
-
-def _folder(path, size):
-    # A small local reader; class folders sorted by name give label indices,
-    # as keras.utils.image_dataset_from_directory does.
-    from keras_mixer.preprocessing import load_image
-
-    classes = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))
-    files, labels = [], []
-    for index, name in enumerate(classes or [None]):
-        folder = os.path.join(path, name) if name else path
-        for file in sorted(os.listdir(folder)):
-            if file.lower().endswith(IMAGE_SUFFIXES):
-                files.append(os.path.join(folder, file))
-                labels.append(index)
-    if not files:
-        raise ValueError(f"representative: no {IMAGE_SUFFIXES} images in {path!r}")
-    images = np.stack([load_image(f, size).numpy() for f in files])
-    images = np.clip(np.round(images), 0, 255).astype(np.uint8)
-    if not classes:
-        return images, None, None
-    return images, np.asarray(labels, np.int32), classes
-
-
-def _tfds(spec, size, split):
-    import tensorflow_datasets as tfds
 
     from keras_mixer.preprocessing import eval_resize_crop
 
-    name, _, chosen = spec.partition("/")
+    check_source(source, data_dir, arg)
+    with _named(arg):
+        dataset, n, names = _split(source, split, max(size), data_dir, seed)
+    dataset = _subset(dataset, n, count, seed).map(
+        lambda x, y: (tf.cast(tf.round(eval_resize_crop(x, size)), tf.uint8), y),
+        num_parallel_calls=tf.data.AUTOTUNE)
+    batches = list(dataset.batch(256).as_numpy_iterator())
+    if not batches:
+        raise ValueError(f"{arg}: expected at least one image; got none in the {split} split "
+                         f"of {source!r}")
+    images = np.concatenate([x for x, _ in batches])
+    labels = None if names is None else np.concatenate([y for _, y in batches]).astype(np.int32)
+    return images, labels, names
+
+
+def _spec(source):
+    """(training spec, tfds split or None): tfds:NAME/SPLIT names a split."""
+    if isinstance(source, str) and source.startswith("tfds:") and "/" in source:
+        name, _, split = source.partition("/")
+        return name, split or None
+    return source, None
+
+
+def _split(source, split, image_size, data_dir, seed):
+    """(unbatched (image, label) dataset, its size, class names or None)."""
+    from keras_mixer.training import data
+
+    spec, tfds_split = _spec(source)
+    if spec.startswith("folder:") and not _has_subfolders(spec[7:]):
+        return _flat_folder(spec[7:])
+    source = data.load_source(spec, data_dir, image_size, seed=seed, eval_split=tfds_split)
+    if tfds_split or split == "test":
+        dataset, n = source.test, source.num_test
+    else:
+        dataset, n = source.train, source.num_train
+    if source.streamed:
+        dataset, n = dataset.take(TFDS_POOL), min(n, TFDS_POOL)
+    return dataset, n, source.class_names
+
+
+def _has_subfolders(path):
+    return any(os.path.isdir(os.path.join(path, d)) and not d.startswith(".")
+               for d in os.listdir(path))
+
+
+def _flat_folder(path):
+    # The one case the training specs lack: calibration photos need no labels.
+    from keras_mixer.training import data
+
+    files = sorted(os.path.join(path, f) for f in os.listdir(path)
+                   if not f.startswith(".") and os.path.isfile(os.path.join(path, f)))
+    dataset, files, _ = data.image_files(files)
+    if not files:
+        raise ValueError(f"dataset: no readable images in {path!r}; expected "
+                         f"{path}/<image> or {path}/<class>/<image>")
+    return dataset, len(files), None
+
+
+def _subset(dataset, n, count, seed):
+    """At most `count` elements: a seeded random subset, in dataset order."""
+    import tensorflow as tf
+
+    if n <= count:
+        return dataset
+    keep = tf.constant(np.sort(np.random.default_rng(seed).choice(n, count, replace=False)))
+    picked = dataset.enumerate().filter(lambda i, _: tf.reduce_any(tf.equal(i, keep)))
+    # take() stops the scan at the last kept element.
+    return picked.take(count).map(lambda _, item: item)
+
+
+@contextlib.contextmanager
+def _named(arg):
+    """The training specs' errors say `dataset:`; export's name its own argument."""
     try:
-        builder = tfds.builder(name)
-    except Exception as err:  # tfds raises its own DatasetNotFoundError
-        first_line = str(err).splitlines()[0]
-        raise ValueError(f"representative: unknown tfds dataset {name!r} ({first_line})") from err
-    try:
-        data = builder.as_dataset(split=chosen or split, as_supervised=True)
-    except AssertionError as err:  # tfds asserts when the files are absent
-        raise FileNotFoundError(
-            f"representative: tfds dataset {name!r} is not prepared in {builder.data_dir!r} "
-            f"(run tfds.builder({name!r}).download_and_prepare() where there is a network)"
-        ) from err
-    images, labels = [], []
-    for image, label in data.take(2000):
-        if image.shape[-1] == 1:
-            image = np.repeat(image, 3, axis=-1)
-        images.append(np.round(eval_resize_crop(image, size).numpy()).astype(np.uint8))
-        labels.append(int(label))
-    names = builder.info.features["label"].names if "label" in builder.info.features else None
-    return np.stack(images), np.asarray(labels, np.int32), names
+        yield
+    except (ValueError, FileNotFoundError) as err:
+        message = str(err)
+        if not message.startswith("dataset: "):
+            raise
+        raise type(err)(f"{arg}: {message[len('dataset: '):]}") from err

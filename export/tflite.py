@@ -46,25 +46,27 @@ FLOAT_OP_PRESETS = {
 
 def export_tflite(model, output, quantize="none", target="cpu", representative="default",
                   num_samples=DEFAULT_SAMPLES, io_dtype="float32", float_ops=(),
-                  labels=None, weights=None, overwrite=False):
+                  labels=None, weights=None, overwrite=False, data_dir=None):
     """Converts a Mixer and writes `output` plus its sidecar; returns a report dict.
 
     model: a keras.Model, a `.keras` file, or a variant name (with `weights`).
-    representative: "default", "folder:PATH", "tfds:NAME", or a uint8/float
-        array (N, H, W, 3) of RGB 0-255 images (used by quantize="int8").
+    representative: a source of `export.data` ("default", "folder:PATH",
+        "tfds:NAME[/SPLIT]", its training split), or a uint8/float array
+        (N, H, W, 3) of RGB 0-255 images (used by quantize="int8").
+    data_dir: the tfds data dir for a "tfds:" representative.
     """
     float_ops = _check_options(quantize, target, io_dtype, float_ops, num_samples)
     common.check_output(output, overwrite, suffix=".tflite")
     if isinstance(representative, str):
         from export.data import check_source
 
-        check_source(representative)
+        check_source(representative, data_dir)
     net = common.load_mixer(model, weights)
     size = common.static_image_size(net)
     names = common.label_names(net, labels)
     images = None
     if quantize == "int8":
-        images = representative_images(representative, size, num_samples)
+        images = representative_images(representative, size, num_samples, data_dir)
     if quantize == "int8" and io_dtype == "float32" and common.output_kind(net) == "probabilities":
         # int8 probabilities step by 1/256, which rounds most of a 1000-class
         # softmax to 0; with float output the one SOFTMAX op stays float.
@@ -126,12 +128,13 @@ def _float_op_names(float_ops):
     return tuple(dict.fromkeys(names))
 
 
-def representative_images(representative, size, num_samples):
+def representative_images(representative, size, num_samples, data_dir=None):
     """float32 (N, H, W, 3) calibration images; checks shape and count."""
     if isinstance(representative, str):
         from export.data import load_images
 
-        images, _, _ = load_images(representative, size, num_samples, split="train")
+        images, _, _ = load_images(representative, size, num_samples, split="train",
+                                  data_dir=data_dir)
         source = representative
     else:
         images, source = np.asarray(representative), "the given array"

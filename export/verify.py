@@ -57,24 +57,29 @@ class LiteModel:
 
 
 def verify_tflite(tflite, model, images="default", count=100, weights=None,
-                  num_threads=DEFAULT_THREADS):
+                  num_threads=DEFAULT_THREADS, data_dir=None):
     """Runs `tflite` and the Keras `model` on `count` held-out images.
 
-    images: "default" (embedded digits test split), "folder:PATH",
-        "tfds:NAME/SPLIT", or an array (N, H, W, 3) with optional labels via
-        a (images, labels) tuple.
+    images: a source of `export.data` ("default", "folder:PATH",
+        "tfds:NAME[/SPLIT]", its test split), or an array (N, H, W, 3) with
+        optional labels via a (images, labels) tuple.
+    data_dir: the tfds data dir for a "tfds:" source.
     Returns {"images", "top1_agreement", "keras_accuracy", "tflite_accuracy",
     "max_abs_error", "output_kind", "bytes", "latency_ms": {median, min, max}}.
     """
     if not (isinstance(count, int) and count >= 1):
         raise ValueError(f"count: expected an int >= 1; got {count!r}")
+    if isinstance(images, str):
+        from export.data import check_source
+
+        check_source(images, data_dir, arg="images")
     lite = LiteModel(tflite, num_threads)
     net = common.load_mixer(model, weights)
     if common.static_image_size(net) != lite.image_size:
         raise ValueError(
             f"model: takes {common.static_image_size(net)} images but {tflite!r} takes "
             f"{lite.image_size}")
-    x, y = _held_out(images, lite.image_size, count)
+    x, y = _held_out(images, lite.image_size, count, data_dir)
     expected = np.asarray(net.predict(x.astype(np.float32), batch_size=32, verbose=0))
     got, times = [], []
     for image in x.astype(np.float32):
@@ -99,11 +104,12 @@ def verify_tflite(tflite, model, images="default", count=100, weights=None,
     return report
 
 
-def _held_out(images, size, count):
+def _held_out(images, size, count, data_dir=None):
     if isinstance(images, str):
         from export.data import load_images
 
-        x, y, _ = load_images(images, size, count, split="test")
+        x, y, _ = load_images(images, size, count, split="test", data_dir=data_dir,
+                              arg="images")
         return x, y
     x, y = images if isinstance(images, tuple) else (images, None)
     x = np.asarray(x)
