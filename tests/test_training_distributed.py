@@ -85,6 +85,11 @@ WORKER = textwrap.dedent("""
         except Exception as err:
             result["fit"] = f"{type(err).__name__}: {str(err)[:300]}"
         print("RESULT " + json.dumps(result), flush=True)  # the test kills this phase mid-run
+    else:
+        try:
+            train(model=tiny, strategy="auto", overrides=quick, output_dir=out, jit_compile=True)
+        except ValueError as err:
+            result["jit_error"] = str(err)
     result["train"] = train(model=tiny, strategy="auto", overrides=quick, output_dir=out, verbose=0)
     print("RESULT " + json.dumps(result))
 """)
@@ -123,7 +128,8 @@ def start_cluster(script_args, out):
     cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}
     procs = []
     for index in range(2):
-        env = dict(ENV, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
+        task = {"type": "worker", "index": index}
+        env = dict(ENV, TF_CONFIG=json.dumps({"cluster": cluster, "task": task}))
         procs.append(subprocess.Popen(
             [sys.executable, "-c", WORKER, json.dumps(TINY), json.dumps(MULTI), str(out), *script_args],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
@@ -191,6 +197,8 @@ def test_two_worker_training_resumes_and_stays_in_sync(two_workers):
         assert metrics["train_steps"] == MULTI["epochs"] * steps  # no step lost or repeated
         assert 1 <= metrics["epochs_this_session"] < MULTI["epochs"]  # resumed, not restarted
     assert chief["train"]["test_loss"] == worker["train"]["test_loss"]
+    assert "jit_compile: the multi-worker training loop does not compile with XLA; got True" \
+        in chief["jit_error"]
     for name in ("model.keras", "best.weights.h5", "metrics.json", "log.csv", "curves.png"):
         assert (out / name).exists(), name
     assert not (out / "backup").exists()  # removed once the run finished
