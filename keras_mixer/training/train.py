@@ -154,7 +154,9 @@ def _run(plan, output_dir, strategy_name, precision, jit_compile, per_replica_ba
 def save_for_inference(net, path):
     """Saves the trained model without its optimizer: `keras.models.load_model`
     then needs only `import keras_mixer` (the run's backup keeps the training state)."""
-    final = keras.models.clone_model(net)
+    # Rebuilt from the config: clone_model would also copy the compile config,
+    # and the optimizer's schedule would then need keras_mixer.training to load.
+    final = keras.Model.from_config(net.get_config())
     final.set_weights(net.get_weights())
     final.save(path)
 
