@@ -5,6 +5,9 @@
         model = keras_mixer.MixerS16(classes=10)
         model.compile(...)                       # optimizer and metrics made here too
     model.fit(dataset.batch(per_replica * strategy.num_replicas_in_sync), ...)
+
+With several workers (MultiWorkerMirroredStrategy) model.fit fails in Keras
+<= 3.15.1 (keras-team/keras#20585); train() then uses multiworker.py instead.
 """
 
 import json
