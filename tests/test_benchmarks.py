@@ -86,3 +86,13 @@ def test_quick_run_measures_every_mode_and_writes_the_table(tmp_path):
     text = (tmp_path / "perf_quick.md").read_text()
     assert "## Inference throughput" in text and "## Op-level profile" in text
     assert "| tiny | 2 |" in text
+
+
+def test_quick_tflite_section_times_every_mode_at_each_thread_count(tmp_path):
+    out = perf.section_tflite(dict(perf.QUICK, rounds=1), str(tmp_path))
+    modes = ("fp32", "fp16", "dynamic", "int8")
+    assert set(out["latency_ms"]) == {f"{m} {t}t" for m in modes for t in (1, 2)}
+    assert all(v["min"] > 0 for v in out["latency_ms"].values())
+    assert out["speedup_vs_fp32"]["fp32 2t"]["median"] == 1.0
+    assert out["bytes"]["fp16"] < out["bytes"]["fp32"]
+    assert set(out["xnnpack_partitions"]) == set(modes)
