@@ -378,9 +378,18 @@ def main(argv=None):
                         help=f"comma list of {', '.join(SECTIONS)} (default: all)")
     parser.add_argument("--quick", action="store_true", help="tiny model and sizes")
     parser.add_argument("--out", default=RESULTS, help="results folder")
+    parser.add_argument("--render", action="store_true",
+                        help="only rewrite perf.md from perf.json (no measuring)")
     parser.add_argument("--wait-idle", type=float, default=0, metavar="S",
                         help="wait up to S s for the 1-min load average to fall below 1")
     args = parser.parse_args(argv)
+    if args.render:
+        name = "perf_quick" if args.quick else "perf"
+        with open(os.path.join(args.out, name + ".json")) as f:
+            text = perf_report.markdown(json.load(f))
+        with open(os.path.join(args.out, name + ".md"), "w") as f:
+            f.write(text)
+        return
     run([x for x in args.sections.split(",") if x], args.quick, args.out, args.wait_idle)
 
 

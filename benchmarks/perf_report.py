@@ -104,6 +104,7 @@ def markdown(r):
            "rounds are the fair comparison. Fractions of the GEMM peak are taken per "
            "round against the best float32 2048^3 GEMM probe (NumPy, TF, TF+XLA, JAX) "
            "timed in that same round.\n"]
+    out.append(_goals(r))
     for section, render in (("gemm", _gemm), ("infer", _infer), ("train", _train),
                             ("tflite", _tflite), ("convert", _convert), ("profile", _profile),
                             ("tokenmix", _tokenmix)):
@@ -113,6 +114,28 @@ def markdown(r):
             out.append(f"\n`{s.get('command')}`, {s.get('utc')}, {s.get('wall_s')} s; "
                        f"before start: {s.get('idle')}\n")
     return "\n".join(out)
+
+
+def _goals(r):
+    """The issue's goals, checked against whatever sections this file holds."""
+    lines = ["## Goals (issue 6)\n"]
+    rows = {(x["variant"], x["batch"]): x for x in r.get("infer", {}).get("rows", [])}
+    if ("B/16", 8) in rows:
+        f = rows[("B/16", 8)]["modes"]["xla"]["peak_fraction"]
+        lines.append(f"- TF+XLA B/16 batch 8 >= 85% of the GEMM peak: {fmt(f, 2)} -> "
+                     f"{'met' if f['median'] >= 0.85 else 'MISSED'} (median of per-round fractions)")
+    if ("S/16", 8) in rows:
+        x = rows[("S/16", 8)]["xla_over_eager"]
+        lines.append(f"- XLA >= 1.3x eager, S/16 batch 8: {fmt(x, 2)} -> "
+                     f"{'met' if x['median'] >= 1.3 else 'MISSED'}")
+    if "profile" in r:
+        p = r["profile"]
+        lines.append(f"- Token-mixing transposes do not dominate: data-movement ops are "
+                     f"{p['graph']['data_movement_share']:.1%} (graph) and "
+                     f"{p['xla']['data_movement_share']:.1%} (XLA) of op time, MatMul "
+                     f"{p['xla']['top'][0]['share']:.1%} under XLA")
+    lines.append("- GPU (B/16, XLA, mixed bfloat16): not measured, no GPU was lent to this task")
+    return "\n".join(lines) + "\n"
 
 
 def _gemm(s):
