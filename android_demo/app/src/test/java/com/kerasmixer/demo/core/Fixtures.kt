@@ -1,5 +1,8 @@
 package com.kerasmixer.demo.core
 
+import org.junit.Assert.assertEquals
+import org.junit.Assert.fail
+
 /**
  * Sidecars written by `keras-mixer export tflite` for a tiny 32x32, 10-class
  * Mixer (see README "Test fixtures"); tests/test_android_contract.py checks
@@ -22,5 +25,15 @@ object Fixtures {
              "output": {"shape": [1, $classes], "dtype": "$dtype", "kind": "logits", "quantization": $q},
              "labels": [$labels], "model": "hand", "quantize": "int8", "target": "cpu"}
         """)
+    }
+
+    /** Runs `block` and checks it throws IllegalArgumentException(message). */
+    fun expectError(message: String, block: () -> Unit) {
+        try {
+            block()
+            fail("no error; wanted: $message")
+        } catch (e: IllegalArgumentException) {
+            assertEquals(message, e.message)
+        }
     }
 }

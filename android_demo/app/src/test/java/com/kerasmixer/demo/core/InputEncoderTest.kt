@@ -1,8 +1,8 @@
 package com.kerasmixer.demo.core
 
 import org.junit.Assert.assertEquals
-import org.junit.Assert.fail
 import org.junit.Test
+import com.kerasmixer.demo.core.Fixtures.expectError
 
 class InputEncoderTest {
     private fun pixels(n: Int) = IntArray(n) { i ->
@@ -93,14 +93,5 @@ class InputEncoderTest {
 
     private fun checkPlan(p: ResizePlan, w: Int, h: Int, left: Int, top: Int) {
         assertEquals(listOf(w, h, left, top), listOf(p.scaledWidth, p.scaledHeight, p.left, p.top))
-    }
-
-    private fun expectError(message: String, block: () -> Unit) {
-        try {
-            block()
-            fail("no error; wanted: $message")
-        } catch (e: IllegalArgumentException) {
-            assertEquals(message, e.message)
-        }
     }
 }

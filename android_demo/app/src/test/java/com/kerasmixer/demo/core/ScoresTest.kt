@@ -2,8 +2,8 @@ package com.kerasmixer.demo.core
 
 import org.junit.Assert.assertArrayEquals
 import org.junit.Assert.assertEquals
-import org.junit.Assert.fail
 import org.junit.Test
+import com.kerasmixer.demo.core.Fixtures.expectError
 
 class ScoresTest {
     @Test
@@ -60,14 +60,5 @@ class ScoresTest {
         assertEquals(10, s.topK(p, 10).size)
         for (k in listOf(0, 11)) expectError("k: expected an int in [1, 10]; got $k") { s.topK(p, k) }
         expectError("probabilities: expected 10 values; got 3") { s.topK(FloatArray(3), 1) }
-    }
-
-    private fun expectError(message: String, block: () -> Unit) {
-        try {
-            block()
-            fail("no error; wanted: $message")
-        } catch (e: IllegalArgumentException) {
-            assertEquals(message, e.message)
-        }
     }
 }
