@@ -63,7 +63,7 @@ def convert(checkpoint, output, model=None, input_size=None, include_top=True, o
         raise ValueError(f"checkpoint: expected an authors' .npz file; got {checkpoint!r}")
     if not os.path.isfile(checkpoint):
         raise FileNotFoundError(f"checkpoint: no such file: {checkpoint!r}")
-    found = weights_lib.infer_variant(weights_lib.read_npz(checkpoint), VARIANTS)
+    found = weights_lib.infer_variant(weights_lib.npz_shapes(checkpoint), VARIANTS)
     if model is not None and model != found:
         raise ValueError(f"model: {checkpoint!r} holds a Mixer {found}; got --model {model!r}")
     input_shape = None if input_size is None else (input_size, input_size, 3)

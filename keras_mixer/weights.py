@@ -63,7 +63,6 @@ class WeightsSource:
     path: str = None
     classes: int = None  # head size of the checkpoint, if known
     resolution: tuple = (RESOLUTION, RESOLUTION)
-    arrays: dict = None  # read eagerly for local .npz files
 
     @property
     def pretrained(self):
@@ -102,11 +101,11 @@ def resolve_weights(weights, variant):
         raise FileNotFoundError(f"weights: no such file: {weights!r}")
     if weights.endswith(".weights.h5"):
         return WeightsSource(name=repr(weights), kind="h5", path=weights)
-    arrays = read_npz(weights)
+    shapes = npz_shapes(weights)  # headers only: the arrays are read once, later
     return WeightsSource(
-        name=repr(weights), kind="npz", path=weights, arrays=arrays,
-        classes=arrays["head/kernel"].shape[-1] if "head/kernel" in arrays else None,
-        resolution=_native_resolution(arrays, weights),
+        name=repr(weights), kind="npz", path=weights,
+        classes=shapes["head/kernel"][-1] if "head/kernel" in shapes else None,
+        resolution=_native_resolution(shapes, weights),
     )
 
 
@@ -116,17 +115,39 @@ def read_npz(path):
         with np.load(path, allow_pickle=False) as archive:
             return {key: archive[key] for key in archive.files}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
-        raise ValueError(
-            f"weights: {path!r} is not a readable .npz checkpoint "
-            f"(truncated download or another format?): {err}"
-        ) from err
+        raise _unreadable(path, err) from err
 
 
-def _native_resolution(arrays, path):
+def npz_shapes(path):
+    """{key: shape} of an `.npz` from its array headers, without reading the data."""
+    readers = {(1, 0): np.lib.format.read_array_header_1_0,
+               (2, 0): np.lib.format.read_array_header_2_0}
+    try:
+        shapes = {}
+        with zipfile.ZipFile(path) as archive:
+            for name in archive.namelist():
+                with archive.open(name) as member:
+                    version = np.lib.format.read_magic(member)
+                    if version not in readers:
+                        raise ValueError(f"unsupported .npy format version {version} in {name!r}")
+                    shapes[name.removesuffix(".npy")] = readers[version](member)[0]
+        return shapes
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
+        raise _unreadable(path, err) from err
+
+
+def _unreadable(path, err):
+    return ValueError(
+        f"weights: {path!r} is not a readable .npz checkpoint "
+        f"(truncated download or another format?): {err}"
+    )
+
+
+def _native_resolution(shapes, path):
     """Side of the images a checkpoint was trained on: token grid x patch."""
-    if _TOKEN_KEY not in arrays or "stem/kernel" not in arrays:
+    if _TOKEN_KEY not in shapes or "stem/kernel" not in shapes:
         return (RESOLUTION, RESOLUTION)  # the key check will name what is missing
-    tokens, patch = arrays[_TOKEN_KEY].shape[0], arrays["stem/kernel"].shape[0]
+    tokens, patch = shapes[_TOKEN_KEY][0], shapes["stem/kernel"][0]
     side = int(round(tokens ** 0.5))
     if side * side != tokens:
         raise ValueError(
@@ -174,9 +195,8 @@ def checkpoint_shapes(config, num_tokens, classes, include_top=True):
 
 def load_checkpoint(source, config, include_top, cache_dir=None):
     """Downloads (tags) and reads a checkpoint, then checks every key and shape."""
-    arrays = source.arrays
-    if arrays is None:
-        arrays = read_npz(get_weights_file(source.tag, source.variant, cache_dir))
+    path = source.path or get_weights_file(source.tag, source.variant, cache_dir)
+    arrays = read_npz(path)
     patch = config["patch_size"]
     tokens = (source.resolution[0] // patch) * (source.resolution[1] // patch)
     classes = arrays["head/kernel"].shape[-1] if "head/kernel" in arrays else source.classes
@@ -330,19 +350,19 @@ def tile_token_mixing(arrays, factors, num_tokens):
     return out
 
 
-def infer_variant(arrays, variants):
-    """The paper's name ("B/16") of a checkpoint's shapes, else its config dict."""
+def infer_variant(shapes, variants):
+    """The paper's name ("B/16") of a checkpoint's {key: shape}, else its config dict."""
     needed = ("stem/kernel", _TOKEN_KEY, "MixerBlock_0/channel_mixing/Dense_0/kernel")
-    missing = [k for k in needed if k not in arrays]
+    missing = [k for k in needed if k not in shapes]
     if missing:
         raise ValueError(f"weights: not a Mixer checkpoint; missing keys {missing}")
-    patch, _, _, hidden = arrays["stem/kernel"].shape
+    patch, _, _, hidden = shapes["stem/kernel"]
     blocks = 0
-    while f"MixerBlock_{blocks}/LayerNorm_0/scale" in arrays:
+    while f"MixerBlock_{blocks}/LayerNorm_0/scale" in shapes:
         blocks += 1
     config = dict(
         num_blocks=blocks, patch_size=int(patch), hidden_dim=int(hidden),
-        tokens_mlp_dim=int(arrays[_TOKEN_KEY].shape[1]),
-        channels_mlp_dim=int(arrays[needed[2]].shape[1]),
+        tokens_mlp_dim=int(shapes[_TOKEN_KEY][1]),
+        channels_mlp_dim=int(shapes[needed[2]][1]),
     )
     return next((name for name, c in variants.items() if c == config), config)

@@ -239,3 +239,14 @@ def test_real_size_b16_checkpoint_matches_reference(tmp_path, rng):
     model = keras_mixer.MixerB16(weights=path, classifier_activation=None)
     x = images(rng, 2, size=224)
     np.testing.assert_allclose(model.predict(x, verbose=0), reference.logits(x, params), atol=1e-4)
+
+
+def test_npz_shapes_reads_headers_like_np_load(tiny_checkpoint, tmp_path):
+    path, params = tiny_checkpoint
+    assert weights_lib.npz_shapes(path) == {k: v.shape for k, v in params.items()}
+    compressed = tmp_path / "compressed.npz"
+    np.savez_compressed(compressed, **params)
+    assert weights_lib.npz_shapes(str(compressed)) == {k: v.shape for k, v in params.items()}
+    with pytest.raises(ValueError, match=r"'.*tiny.npz' is not a readable .npz checkpoint"):
+        (tmp_path / "tiny.npz").write_bytes(b"PK\x03\x04 not really a zip")
+        weights_lib.npz_shapes(str(tmp_path / "tiny.npz"))
