@@ -17,6 +17,9 @@ Sections (each measured side by side in interleaved rounds; medians, min/max):
   profile  op-level self time of one B/16 batch-8 forward step, TF graph and XLA
   tokenmix B/16 batch 8: the library's token mixing (transpose, Dense, transpose)
            against a transpose-free einsum form, same weights; eager/graph/XLA
+  parts    B/16 batch 8 under XLA: the blocks' token and channel GEMMs alone, the
+           MLPs with LayerNorm/bias/GELU/residual, and whole blocks, each as a
+           fraction of the GEMM peak: where the time beyond the GEMM limit goes
 Each run merges its sections into benchmarks/results/perf.json and rewrites
 perf.md from it. `--wait-idle S` waits up to S seconds for the 1-min load
 average to drop below 1 before measuring (the cores may be shared).
@@ -38,7 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import perf_measure as pm  # noqa: E402
 import perf_report  # noqa: E402
 
-SECTIONS = ("gemm", "infer", "train", "tflite", "convert", "profile", "tokenmix")
+SECTIONS = ("gemm", "infer", "train", "tflite", "convert", "profile", "tokenmix", "parts")
 TINY = dict(num_blocks=2, patch_size=4, hidden_dim=16, tokens_mlp_dim=8, channels_mlp_dim=32)
 # Settings per mode; every number here is a sample size, not a tuning knob.
 FULL = dict(
@@ -299,6 +302,31 @@ def section_tokenmix(s):
             "logit_scale": float(np.abs(outputs["transpose"]).max())}
 
 
+def section_parts(s):
+    variant, batch = s["profile_variant"], s["profile_batch"]
+    parts = pm.block_part_fns(config_of(variant), s["size"], batch)
+    gemm = {f"gemm {k}": f for k, f in pm.gemm_fns(s["gemm_n"]).items()}
+    times, loads = pm.interleaved({**{k: f for k, (f, _) in parts.items()}, **gemm},
+                                  s["rounds"], s["target_s"], {k: s["probe_s"] for k in gemm})
+    peaks = [max(gflops(2 * s["gemm_n"] ** 3, times[k]["s"][r]) for k in gemm)
+             for r in range(s["rounds"])]
+    block = times["block"]["s"]
+    rows = {part: {"gflop": flops / 1e9,
+                   "ms": pm.stats([t * 1e3 for t in times[part]["s"]]),
+                   "gflops": pm.stats([gflops(flops, t) for t in times[part]["s"]]),
+                   "peak_fraction": pm.stats([gflops(flops, t) / p
+                                              for t, p in zip(times[part]["s"], peaks)]),
+                   "share_of_block": pm.stats([t / b for t, b in zip(times[part]["s"], block)])}
+            for part, (_, flops) in parts.items()}
+    # Block time left after the GEMMs: LayerNorm, bias, GELU, residual, transposes.
+    rest = [b - t - c for b, t, c in zip(block, times["token GEMMs"]["s"],
+                                         times["channel GEMMs"]["s"])]
+    return {"variant": variant, "batch": batch, "blocks": config_of(variant)["num_blocks"],
+            "parts": rows, "peak_gflops": pm.stats(peaks), "loads": loads,
+            "non_gemm_ms": pm.stats([t * 1e3 for t in rest]),
+            "non_gemm_share": pm.stats([t / b for t, b in zip(rest, block)])}
+
+
 def machine():
     info = {"python": platform.python_version(), "platform": platform.platform()}
     try:
@@ -317,7 +345,8 @@ def machine():
     info.update(tensorflow=tf.__version__, keras=keras.__version__, jax=jax.__version__,
                 numpy=np.__version__,
                 TF_ENABLE_ONEDNN_OPTS=os.environ.get("TF_ENABLE_ONEDNN_OPTS", "(default: on)"),
-                TF_NUM_INTRAOP_THREADS=os.environ.get("TF_NUM_INTRAOP_THREADS", "(default)"))
+                TF_NUM_INTRAOP_THREADS=os.environ.get("TF_NUM_INTRAOP_THREADS", "(default)"),
+                XLA_FLAGS=os.environ.get("XLA_FLAGS", ""))
     return info
 
 
@@ -358,8 +387,10 @@ def run(sections, quick=False, out_dir=RESULTS, wait_s=0):
                 result = section_convert(s, tmp)
             elif section == "profile":
                 result = section_profile(s)
-            else:
+            elif section == "tokenmix":
                 result = section_tokenmix(s)
+            else:
+                result = section_parts(s)
             result.update(wall_s=round(time.time() - start, 1), idle=idle,
                           utc=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                           command=" ".join(["python benchmarks/perf.py"] + sys.argv[1:]))

@@ -151,6 +151,66 @@ def einsum_block_class():
     return EinsumMixerBlock
 
 
+# --- where the blocks' time goes -------------------------------------------
+
+
+BLOCK_PARTS = ("token GEMMs", "channel GEMMs", "token MLP", "channel MLP", "block")
+
+
+def block_part_fns(config, size, batch):
+    """XLA functions that run one part of every Mixer block, chained over the blocks.
+
+    Returns {part: (fn, flops)} for the parts in BLOCK_PARTS, all on the same
+    library MixerBlocks (random init) and token tensor (batch, S, C):
+      token GEMMs    transpose, the two token-mixing matmuls, transpose back
+      channel GEMMs  the two channel-mixing matmuls
+      token MLP      x + token_mixing(LayerNorm_0(x)^T)^T: the library's layers
+      channel MLP    x + channel_mixing(LayerNorm_1(x))
+      block          MixerBlock.call, the model's blocks without stem and head
+    A GEMM-only part leaves out LayerNorm, bias, GELU and the residual add, so
+    (MLP - GEMMs) is what those cost. Each fn returns a scalar (no output copy).
+    """
+    import tensorflow as tf
+    from keras import ops
+
+    from keras_mixer.layers import MixerBlock
+
+    s, c = (size // config["patch_size"]) ** 2, config["hidden_dim"]
+    d_s, d_c = config["tokens_mlp_dim"], config["channels_mlp_dim"]
+    blocks = [MixerBlock(s, c, d_s, d_c) for _ in range(config["num_blocks"])]
+    for block in blocks:
+        block.build((batch, s, c))
+    x = tf.constant(np.random.default_rng(0).standard_normal((batch, s, c), dtype=np.float32))
+
+    def gemms(mlp, v):
+        return tf.matmul(tf.matmul(v, mlp.dense_0.kernel), mlp.dense_1.kernel)
+
+    steps = {
+        "token GEMMs": lambda b, v: tf.transpose(
+            gemms(b.token_mixing, tf.transpose(v, (0, 2, 1))), (0, 2, 1)),
+        "channel GEMMs": lambda b, v: gemms(b.channel_mixing, v),
+        "token MLP": lambda b, v: v + ops.transpose(
+            b.token_mixing(ops.transpose(b.layer_norm_0(v), (0, 2, 1))), (0, 2, 1)),
+        "channel MLP": lambda b, v: v + b.channel_mixing(b.layer_norm_1(v)),
+        "block": lambda b, v: b(v, training=False),
+    }
+    token_flops = 2 * 2 * batch * c * s * d_s * len(blocks)
+    channel_flops = 2 * 2 * batch * s * c * d_c * len(blocks)
+    flops = {"token GEMMs": token_flops, "token MLP": token_flops,
+             "channel GEMMs": channel_flops, "channel MLP": channel_flops,
+             "block": token_flops + channel_flops}
+    out = {}
+    for part in BLOCK_PARTS:
+        def chain(v, step=steps[part]):
+            for block in blocks:
+                v = step(block, v)
+            return tf.reduce_sum(v)
+
+        fn = tf.function(chain, jit_compile=True)
+        out[part] = (lambda f=fn: f(x).numpy(), flops[part])
+    return out
+
+
 # --- the JAX backend, in its own process -----------------------------------
 
 

@@ -96,7 +96,7 @@ def markdown(r):
            f"Machine: {m.get('cpu')}, {m['cores']} cores (shared with other jobs), "
            f"SIMD flags {' '.join(m.get('simd_flags', []))}; TF {m['tensorflow']} "
            f"(oneDNN {m['TF_ENABLE_ONEDNN_OPTS']}), Keras {m['keras']}, JAX {m['jax']}, "
-           f"NumPy {m['numpy']}. No GPU was lent to this task: GPU numbers are not measured.\n",
+           f"NumPy {m['numpy']}{'; XLA_FLAGS=' + m['XLA_FLAGS'] if m.get('XLA_FLAGS') else ''}. No GPU was lent to this task: GPU numbers are not measured.\n",
            "Numbers are median [min-max] over interleaved rounds (every mode once per "
            "round, order rotated). `load` is the 1-min load average seen at the rounds; "
            "the harness itself keeps ~2 threads busy, so above ~2.5 other jobs shared "
@@ -107,7 +107,7 @@ def markdown(r):
     out.append(_goals(r))
     for section, render in (("gemm", _gemm), ("infer", _infer), ("train", _train),
                             ("tflite", _tflite), ("convert", _convert), ("profile", _profile),
-                            ("tokenmix", _tokenmix)):
+                            ("tokenmix", _tokenmix), ("parts", _parts)):
         if section in r:
             s = r[section]
             out.append(render(s))
@@ -134,6 +134,15 @@ def _goals(r):
                      f"{p['graph']['data_movement_share']:.1%} (graph) and "
                      f"{p['xla']['data_movement_share']:.1%} (XLA) of op time, MatMul "
                      f"{p['xla']['top'][0]['share']:.1%} under XLA")
+    if "parts" in r:
+        p = r["parts"]["parts"]
+        gemm_ms = p["token GEMMs"]["ms"]["median"] + p["channel GEMMs"]["ms"]["median"]
+        gemm_frac = (p["block"]["gflop"] / gemm_ms * 1e3) / r["parts"]["peak_gflops"]["median"]
+        lines.append(f"- Why: in the blocks under XLA the GEMMs alone run at {gemm_frac:.0%} of "
+                     f"the peak (channel {p['channel GEMMs']['peak_fraction']['median']:.0%}, "
+                     f"token {p['token GEMMs']['peak_fraction']['median']:.0%}), and LayerNorm, "
+                     f"bias, GELU and residual take {r['parts']['non_gemm_share']['median']:.0%} "
+                     f"of the block time (section below)")
     lines.append("- GPU (B/16, XLA, mixed bfloat16): not measured, no GPU was lent to this task")
     return "\n".join(lines) + "\n"
 
@@ -231,4 +240,20 @@ def _tokenmix(s):
     for mode, ratio in s["einsum_speedup"].items():
         out.append(f"| {mode} | {fmt(s['images_s'][f'transpose {mode}'], 2)} | "
                    f"{fmt(s['images_s'][f'einsum {mode}'], 2)} | {fmt(ratio, 2)} |")
+    return "\n".join(out)
+
+
+def _parts(s):
+    out = [f"## Where the block time goes: {s['variant']} batch {s['batch']}, XLA, "
+           f"{s['blocks']} blocks chained, load {loads(s['loads'])}, GEMM peak "
+           f"{fmt(s['peak_gflops'], 0)} GFLOP/s\n",
+           "GEMMs = the matmuls alone (token: with its two transposes); MLP = the library's "
+           "LayerNorm, Dense+bias, GELU and residual add around them; block = MixerBlock.\n",
+           "| part | GFLOP | ms | GFLOP/s | fraction of peak | share of block time |",
+           "|---|---|---|---|---|---|"]
+    for part, v in s["parts"].items():
+        out.append(f"| {part} | {v['gflop']:.1f} | {fmt(v['ms'])} | {fmt(v['gflops'])} | "
+                   f"{v['peak_fraction']['median']:.0%} | {v['share_of_block']['median']:.0%} |")
+    out.append(f"\nBlock time outside the GEMMs (LayerNorm, bias, GELU, residual): "
+               f"{fmt(s['non_gemm_ms'])} ms, {s['non_gemm_share']['median']:.0%} of the block.")
     return "\n".join(out)

@@ -88,6 +88,33 @@ def test_quick_run_measures_every_mode_and_writes_the_table(tmp_path):
     assert "| tiny | 2 |" in text
 
 
+def test_block_parts_count_the_model_flops_of_the_blocks():
+    config, size, batch = perf.TINY, 32, 3
+    parts = pm.block_part_fns(config, size, batch)
+    assert tuple(parts) == pm.BLOCK_PARTS
+    tokens = (size // config["patch_size"]) ** 2
+    stem_and_head = tokens * config["patch_size"] ** 2 * 3 * config["hidden_dim"] \
+        + config["hidden_dim"] * 1000
+    blocks = 2 * batch * (pm.model_macs(config, size) - stem_and_head)
+    flops = {k: f for k, (_, f) in parts.items()}
+    assert flops["block"] == blocks == flops["token GEMMs"] + flops["channel GEMMs"]
+    assert flops["token MLP"] == flops["token GEMMs"]
+    for fn, _ in parts.values():
+        assert np.isfinite(fn())
+
+
+def test_quick_parts_section_splits_the_block_time(tmp_path):
+    results = perf.run(["parts"], quick=True, out_dir=str(tmp_path))
+    s = results["parts"]
+    assert set(s["parts"]) == set(pm.BLOCK_PARTS)
+    assert all(v["ms"]["min"] > 0 and v["peak_fraction"]["median"] > 0
+               for v in s["parts"].values())
+    assert s["parts"]["block"]["share_of_block"]["median"] == 1.0
+    text = (tmp_path / "perf_quick.md").read_text()
+    assert "## Where the block time goes: tiny batch 2" in text
+    assert "| channel GEMMs |" in text and "Block time outside the GEMMs" in text
+
+
 def test_quick_tflite_section_times_every_mode_at_each_thread_count(tmp_path):
     out = perf.section_tflite(dict(perf.QUICK, rounds=1), str(tmp_path))
     modes = ("fp32", "fp16", "dynamic", "int8")
