@@ -123,3 +123,23 @@ def test_quick_tflite_section_times_every_mode_at_each_thread_count(tmp_path):
     assert out["speedup_vs_fp32"]["fp32 2t"]["median"] == 1.0
     assert out["bytes"]["fp16"] < out["bytes"]["fp32"]
     assert set(out["xnnpack_partitions"]) == set(modes)
+
+
+def test_authors_flax_model_gives_our_logits_and_is_timed_beside_it(tmp_path):
+    """benchmarks/flax_reference.py: the authors' published Flax module and
+    keras_mixer on JAX load one authors'-layout checkpoint and agree (the
+    script raises otherwise); both are then timed with the GEMM probes."""
+    import subprocess
+
+    pytest.importorskip("flax")  # in the test extra; the check needs the authors' code
+    script = os.path.join(os.path.dirname(perf.__file__), "flax_reference.py")
+    env = dict(os.environ, KERAS_BACKEND="jax")
+    done = subprocess.run([sys.executable, script, "--quick", "--out", str(tmp_path)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with open(tmp_path / "flax_reference_quick.json") as f:
+        r = json.load(f)
+    assert r["max_logit_diff"] <= 1e-4 and r["logit_scale"] > 0.01  # non-trivial logits
+    assert set(r["models"]) == {"authors' flax", "keras_mixer jax"}
+    assert all(m["images_s"]["min"] > 0 for m in r["models"].values())
+    assert "| authors' flax |" in (tmp_path / "flax_reference_quick.md").read_text()
