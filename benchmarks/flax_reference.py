@@ -28,10 +28,11 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 import numpy as np  # noqa: E402
 
+import perf  # noqa: E402
 import perf_measure as pm  # noqa: E402
+from perf_report import fmt  # noqa: E402
 
 RESULTS = os.path.join(HERE, "results")
-TINY = dict(num_blocks=2, patch_size=4, hidden_dim=16, tokens_mlp_dim=8, channels_mlp_dim=32)
 
 
 def authors_mixer(config, num_classes):
@@ -120,7 +121,7 @@ def run(quick=False, out_dir=RESULTS, rounds=5, target_s=0.4, probe_s=0.15):
     from keras_mixer.weights import checkpoint_shapes
 
     variant, size, batch, n = ("tiny", 32, 2, 256) if quick else ("B/16", 224, 8, 2048)
-    config = TINY if quick else VARIANTS[variant]
+    config = perf.TINY if quick else VARIANTS[variant]
     classes, tokens = 1000, (size // config["patch_size"]) ** 2
     rng = np.random.default_rng(0)
     arrays = {k: random_tensor(k, s, rng)
@@ -154,16 +155,12 @@ def run(quick=False, out_dir=RESULTS, rounds=5, target_s=0.4, probe_s=0.15):
            "gemm jax_xla_f32": lambda: jax_mm(a, a).block_until_ready()}
     probes = [k for k in fns if k.startswith("gemm ")]
     times, loads = pm.interleaved(fns, rounds, target_s, {k: probe_s for k in probes})
-    peaks = [max(2 * n ** 3 / times[k]["s"][r] / 1e9 for k in probes) for r in range(rounds)]
     flops = pm.model_flops(config, size, classes) * batch
-    models = {name: {"images_s": pm.stats([batch / t for t in times[name]["s"]]),
-                     "peak_fraction": pm.stats([flops / t / 1e9 / p
-                                                for t, p in zip(times[name]["s"], peaks)])}
-              for name in fns if name not in probes}
+    models, peak = perf.with_peak(times, flops, batch, dict(gemm_n=n, rounds=rounds))
     ratio = pm.stats([f / k for f, k in zip(times["authors' flax"]["s"],
                                             times["keras_mixer jax"]["s"])])
     result = {"variant": variant, "batch": batch, "size": size, "gemm_n": n, "models": models,
-              "keras_over_flax": ratio, "peak_gflops": pm.stats(peaks), "loads": loads,
+              "keras_over_flax": ratio, "peak_gflops": peak, "loads": loads,
               "gemm_gflops": {k: pm.stats([2 * n ** 3 / t / 1e9 for t in times[k]["s"]])
                               for k in probes},
               "max_logit_diff": diff, "logit_scale": scale,
@@ -187,7 +184,6 @@ def _version(module):
 
 
 def markdown(r):
-    fmt = lambda s, d=1: f"{s['median']:.{d}f} [{s['min']:.{d}f}-{s['max']:.{d}f}]"  # noqa: E731
     out = [f"# The authors' Flax Mixer beside keras_mixer (JAX), {r['variant']} batch "
            f"{r['batch']} at {r['size']}\n",
            f"JAX {r['versions']['jax']}, Flax {r['versions']['flax']}, Keras "

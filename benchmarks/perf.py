@@ -41,7 +41,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import perf_measure as pm  # noqa: E402
 import perf_report  # noqa: E402
 
-SECTIONS = ("gemm", "infer", "train", "tflite", "convert", "profile", "tokenmix", "parts")
 TINY = dict(num_blocks=2, patch_size=4, hidden_dim=16, tokens_mlp_dim=8, channels_mlp_dim=32)
 # Settings per mode; every number here is a sample size, not a tuning knob.
 FULL = dict(
@@ -116,11 +115,17 @@ def probes(s, worker):
     return fns
 
 
+def round_peaks(times, s):
+    """GFLOP/s of each round's best GEMM probe (the `gemm *` entries of `times`)."""
+    gemm = [k for k in times if k.startswith("gemm ")]
+    return [max(gflops(2 * s["gemm_n"] ** 3, times[k]["s"][r]) for k in gemm)
+            for r in range(s["rounds"])]
+
+
 def with_peak(times, flops, batch, s):
     """Per-mode images/s and fraction of the same round's best GEMM probe."""
     gemm = [k for k in times if k.startswith("gemm ")]
-    peaks = [max(gflops(2 * s["gemm_n"] ** 3, times[k]["s"][r]) for k in gemm)
-             for r in range(s["rounds"])]
+    peaks = round_peaks(times, s)
     modes = {name: {"images_s": pm.stats([batch / t for t in v["s"]]),
                     "first_call_s": v["first_s"],
                     "peak_fraction": pm.stats([gflops(flops, t) / p
@@ -308,8 +313,7 @@ def section_parts(s):
     gemm = {f"gemm {k}": f for k, f in pm.gemm_fns(s["gemm_n"]).items()}
     times, loads = pm.interleaved({**{k: f for k, (f, _) in parts.items()}, **gemm},
                                   s["rounds"], s["target_s"], {k: s["probe_s"] for k in gemm})
-    peaks = [max(gflops(2 * s["gemm_n"] ** 3, times[k]["s"][r]) for k in gemm)
-             for r in range(s["rounds"])]
+    peaks = round_peaks(times, s)
     block = times["block"]["s"]
     rows = {part: {"gflop": flops / 1e9,
                    "ms": pm.stats([t * 1e3 for t in times[part]["s"]]),
@@ -318,13 +322,28 @@ def section_parts(s):
                                               for t, p in zip(times[part]["s"], peaks)]),
                    "share_of_block": pm.stats([t / b for t, b in zip(times[part]["s"], block)])}
             for part, (_, flops) in parts.items()}
-    # Block time left after the GEMMs: LayerNorm, bias, GELU, residual, transposes.
+    # Block time left after the GEMMs (token GEMMs include their transposes):
+    # LayerNorm, bias, GELU, residual.
     rest = [b - t - c for b, t, c in zip(block, times["token GEMMs"]["s"],
                                          times["channel GEMMs"]["s"])]
     return {"variant": variant, "batch": batch, "blocks": config_of(variant)["num_blocks"],
             "parts": rows, "peak_gflops": pm.stats(peaks), "loads": loads,
             "non_gemm_ms": pm.stats([t * 1e3 for t in rest]),
             "non_gemm_share": pm.stats([t / b for t, b in zip(rest, block)])}
+
+
+# Each section: settings, scratch folder -> result dict; a full run goes in this order.
+SECTION_RUNNERS = {
+    "gemm": section_gemm,
+    "infer": lambda s, _: section_infer(s),
+    "train": lambda s, _: section_train(s),
+    "tflite": section_tflite,
+    "convert": section_convert,
+    "profile": lambda s, _: section_profile(s),
+    "tokenmix": lambda s, _: section_tokenmix(s),
+    "parts": lambda s, _: section_parts(s),
+}
+SECTIONS = tuple(SECTION_RUNNERS)
 
 
 def machine():
@@ -375,22 +394,7 @@ def run(sections, quick=False, out_dir=RESULTS, wait_s=0):
         for section in sections:
             start = time.time()
             print(f"[{section}] load {os.getloadavg()[0]:.2f}", flush=True)
-            if section == "gemm":
-                result = section_gemm(s, tmp)
-            elif section == "infer":
-                result = section_infer(s)
-            elif section == "train":
-                result = section_train(s)
-            elif section == "tflite":
-                result = section_tflite(s, tmp)
-            elif section == "convert":
-                result = section_convert(s, tmp)
-            elif section == "profile":
-                result = section_profile(s)
-            elif section == "tokenmix":
-                result = section_tokenmix(s)
-            else:
-                result = section_parts(s)
+            result = SECTION_RUNNERS[section](s, tmp)
             result.update(wall_s=round(time.time() - start, 1), idle=idle,
                           utc=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                           command=" ".join(["python benchmarks/perf.py"] + sys.argv[1:]))

@@ -96,7 +96,9 @@ def markdown(r):
            f"Machine: {m.get('cpu')}, {m['cores']} cores (shared with other jobs), "
            f"SIMD flags {' '.join(m.get('simd_flags', []))}; TF {m['tensorflow']} "
            f"(oneDNN {m['TF_ENABLE_ONEDNN_OPTS']}), Keras {m['keras']}, JAX {m['jax']}, "
-           f"NumPy {m['numpy']}{'; XLA_FLAGS=' + m['XLA_FLAGS'] if m.get('XLA_FLAGS') else ''}. No GPU was lent to this task: GPU numbers are not measured.\n",
+           f"NumPy {m['numpy']}"
+           + (f"; XLA_FLAGS={m['XLA_FLAGS']}" if m.get("XLA_FLAGS") else "")
+           + ". No GPU was lent to this task: GPU numbers are not measured.\n",
            "Numbers are median [min-max] over interleaved rounds (every mode once per "
            "round, order rotated). `load` is the 1-min load average seen at the rounds; "
            "the harness itself keeps ~2 threads busy, so above ~2.5 other jobs shared "
