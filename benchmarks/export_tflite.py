@@ -54,7 +54,7 @@ def stats(values):
 
 
 def convert_all(model, images, workdir, tag):
-    from export.tflite import export_tflite
+    from keras_mixer.export.tflite import export_tflite
 
     files = {}
     for mode, options in MODES.items():
@@ -74,9 +74,9 @@ def convert_all(model, images, workdir, tag):
 
 def latency(files, size, repeats):
     """Interleaved batch-1 latency (ms) of every file."""
-    from export.verify import LiteModel
+    from keras_mixer.export.verify import LiteModel
 
-    models = {mode: LiteModel(info["path"], THREADS) for mode, info in files.items()}
+    models = {mode: LiteModel(info["path"], num_threads=THREADS) for mode, info in files.items()}
     image = np.random.default_rng(0).uniform(0, 255, (*size, 3)).astype(np.float32)
     for lite in models.values():  # warm-up: first invoke allocates and packs weights
         lite(image)
@@ -91,10 +91,10 @@ def latency(files, size, repeats):
 
 
 def size_and_speed(variants, repeats, workdir):
-    from export.data import load_images
+    from keras_mixer.export.data import load_images
     from keras_mixer.model import Mixer
 
-    images, _, _ = load_images("default", (224, 224), CALIBRATION_IMAGES)
+    images, _, _ = load_images("default", (224, 224), count=CALIBRATION_IMAGES)
     results = {}
     for variant in variants:
         print(f"{variant}: converting", flush=True)
@@ -116,7 +116,7 @@ def size_and_speed(variants, repeats, workdir):
 def accuracy(workdir):
     import keras
 
-    from export.verify import verify_tflite
+    from keras_mixer.export.verify import verify_tflite
     from keras_mixer.datasets import embedded_digits
     from keras_mixer.model import Mixer
 
@@ -139,7 +139,7 @@ def accuracy(workdir):
 def server_throughput(variant, repeats, workdir):
     import tensorflow as tf
 
-    from export.saved_model import export_saved_model
+    from keras_mixer.export.saved_model import export_saved_model
     from keras_mixer.model import Mixer
 
     model = Mixer(variant, weights=None, input_shape=(224, 224, 3))

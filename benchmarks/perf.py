@@ -212,7 +212,7 @@ def section_train(s):
 
 def section_tflite(s, workdir):
     from ai_edge_litert.interpreter import Interpreter
-    from export.tflite import export_tflite
+    from keras_mixer.export.tflite import export_tflite
 
     model, size = build(s["tflite_variant"], s["size"]), s["size"]
     calib = images(s["calib_images"], size)

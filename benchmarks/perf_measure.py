@@ -105,7 +105,7 @@ def tflite_gemm_fns(n, threads, workdir):
     import keras
 
     from ai_edge_litert.interpreter import Interpreter
-    from export.tflite import convert
+    from keras_mixer.export.tflite import convert
 
     inputs = keras.Input((n, n))
     model = keras.Model(inputs, keras.layers.Dense(n, use_bias=False)(inputs))
@@ -115,7 +115,7 @@ def tflite_gemm_fns(n, threads, workdir):
     for mode, quantize in (("tflite_f32", "none"), ("tflite_int8", "int8")):
         path = os.path.join(workdir, f"gemm_{mode}.tflite")
         with open(path, "wb") as f:
-            f.write(convert(model, quantize, images=calib))
+            f.write(convert(model, quantize=quantize, images=calib))
         interp = Interpreter(model_path=path, num_threads=threads)
         interp.allocate_tensors()
         detail = interp.get_input_details()[0]

@@ -57,7 +57,7 @@ def step_throughput(repeats):
 
     from keras_mixer.training.data import load_source, train_pipeline
     from keras_mixer.training.recipes import DEFAULT_MODEL, get_recipe
-    from keras_mixer.training.train import make_optimizer
+    from keras_mixer.training.trainer import make_optimizer
     from keras_mixer.model import Mixer
 
     recipe = get_recipe("default")

@@ -1,14 +1,21 @@
-"""The deployment path of keras-mixer: TFLite (float32, float16, dynamic-range
-and full-integer int8), TFLite target checks (cpu, gpu, nnapi, edgetpu),
-sidecar metadata for apps, verification against the Keras model with the
-standalone LiteRT interpreter, and SavedModels for servers (optionally XLA).
+"""keras_mixer.export: the deployment path of keras-mixer.
 
-This package imports `keras_mixer`, never the other way round.
+TFLite/LiteRT (float32, float16, dynamic-range and full-integer int8) with
+target checks (cpu, gpu, nnapi, edgetpu) and a sidecar contract for apps,
+verification in the standalone LiteRT interpreter, and SavedModels for
+servers (optionally XLA). It imports the model core, never training.
 
-    from export import export_tflite, verify_tflite, export_saved_model
+    from keras_mixer.export import export_tflite, verify_tflite, export_saved_model
+
+The folder is `export/` in the source tree; setuptools installs it as
+`keras_mixer.export`, the only name it is importable under.
 """
 
-from export.metadata import read_contract
-from export.saved_model import export_saved_model
-from export.tflite import export_tflite
-from export.verify import verify_tflite
+if __name__ != "keras_mixer.export":
+    raise ImportError(
+        f"this package is keras_mixer.export; import it under that name, not {__name__!r}")
+
+from .metadata import read_contract  # noqa: E402
+from .saved_model import export_saved_model  # noqa: E402
+from .tflite import export_tflite  # noqa: E402
+from .verify import verify_tflite  # noqa: E402

@@ -1,6 +1,6 @@
 """Images for int8 calibration (representative data) and `export verify`.
 
-A thin adapter over the training data specs (`keras_mixer.training.data`), so a
+A thin adapter over the dataset specs (`keras_mixer.datasets`), so a
 source means what `keras-mixer train --dataset` means:
   default            the embedded digits
   folder:PATH        class sub-folders: PATH/train and PATH/test (or val, validation)
@@ -19,20 +19,21 @@ import os
 
 import numpy as np
 
+from keras_mixer import datasets
+
 SOURCES = ("default", "folder:PATH", "tfds:NAME[/SPLIT]")
 # A tfds split can be huge: the seeded subset is drawn from its first images.
 TFDS_POOL = 2000
 
 
-def check_source(source, data_dir=None, arg="representative"):
+def check_source(source, *, data_dir=None, arg="representative"):
     """Checks a source without loading anything; errors name `arg`."""
-    from keras_mixer.training import data
-
     with _named(arg):
-        data.check_spec(_spec(source)[0], data_dir)
+        datasets.check_spec(_spec(source)[0], data_dir)
 
 
-def load_images(source, size, count, split="train", seed=0, data_dir=None, arg="representative"):
+def load_images(source, size, *, count, split="train", seed=0, data_dir=None,
+                arg="representative"):
     """(images uint8 (n, H, W, 3), labels int32 (n,) or None, label_names or None).
 
     `split` is "train" (calibration) or "test" (verification); at most `count`
@@ -43,7 +44,7 @@ def load_images(source, size, count, split="train", seed=0, data_dir=None, arg="
 
     from keras_mixer.preprocessing import eval_resize_crop
 
-    check_source(source, data_dir, arg)
+    check_source(source, data_dir=data_dir, arg=arg)
     with _named(arg):
         dataset, n, names = _split(source, split, max(size), data_dir, seed)
     dataset = _subset(dataset, n, count, seed).map(
@@ -68,12 +69,10 @@ def _spec(source):
 
 def _split(source, split, image_size, data_dir, seed):
     """(unbatched (image, label) dataset, its size, class names or None)."""
-    from keras_mixer.training import data
-
     spec, tfds_split = _spec(source)
     if spec.startswith("folder:") and not _has_subfolders(spec[7:]):
         return _flat_folder(spec[7:])
-    source = data.load_source(spec, data_dir, image_size, seed=seed, eval_split=tfds_split)
+    source = datasets.load_source(spec, data_dir, image_size, seed=seed, eval_split=tfds_split)
     if tfds_split or split == "test":
         dataset, n = source.test, source.num_test
     else:
@@ -90,11 +89,9 @@ def _has_subfolders(path):
 
 def _flat_folder(path):
     # The one case the training specs lack: calibration photos need no labels.
-    from keras_mixer.training import data
-
     files = sorted(os.path.join(path, f) for f in os.listdir(path)
                    if not f.startswith(".") and os.path.isfile(os.path.join(path, f)))
-    dataset, files, _ = data.image_files(files)
+    dataset, files, _ = datasets.image_files(files)
     if not files:
         raise ValueError(f"dataset: no readable images in {path!r}; expected "
                          f"{path}/<image> or {path}/<class>/<image>")

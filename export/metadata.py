@@ -30,6 +30,8 @@ import os
 
 import numpy as np
 
+from keras_mixer import files
+
 DTYPES = ("float32", "uint8", "int8")
 OUTPUT_KINDS = ("probabilities", "logits")
 QUANTIZE_MODES = ("none", "float16", "dynamic", "int8")
@@ -40,11 +42,15 @@ def sidecar_path(tflite_path):
     return os.path.splitext(tflite_path)[0] + ".json"
 
 
-def io_contract(tflite_path):
-    """(input, output) dicts of the schema, read back from the converted file."""
+def io_contract(tflite):
+    """(input, output) dicts of the schema, read back from a converted model
+    (its bytes or its path)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    interp = Interpreter(model_path=tflite_path)
+    if isinstance(tflite, (bytes, bytearray)):
+        interp = Interpreter(model_content=bytes(tflite))
+    else:
+        interp = Interpreter(model_path=tflite)
     (inp,), (out,) = interp.get_input_details(), interp.get_output_details()
     return _tensor(inp), _tensor(out)
 
@@ -61,9 +67,13 @@ def _tensor(detail):
     }
 
 
-def write_sidecar(tflite_path, model_name, labels, quantize, target, kind):
-    """Writes `<model>.json` next to the .tflite; returns (path, contract)."""
-    inp, out = io_contract(tflite_path)
+def write_sidecar(tflite_path, tflite, *, model_name, labels, quantize, target, kind,
+                  overwrite=False):
+    """Writes `<model>.json` for the model bytes `tflite` that will be written
+    to `tflite_path`; returns (sidecar path, contract)."""
+    path = sidecar_path(tflite_path)
+    files.check_output(path, overwrite=overwrite)
+    inp, out = io_contract(tflite)
     if len(labels) != out["shape"][-1]:
         raise ValueError(
             f"labels: the model has {out['shape'][-1]} classes; got {len(labels)} labels"
@@ -79,9 +89,7 @@ def write_sidecar(tflite_path, model_name, labels, quantize, target, kind):
         "quantize": quantize,
         "target": target,
     }
-    path = sidecar_path(tflite_path)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(contract, f, indent=1)
+    files.write_bytes(path, json.dumps(contract, indent=1).encode("utf-8"))
     return path, contract
 
 
@@ -125,7 +133,7 @@ def _check_contract(c):
             f"{name}.quantization", quant,
             "null for float32, else {'scale': float, 'zero_point': int}")
     need(c.get("quantize") in QUANTIZE_MODES, "quantize", c.get("quantize"), QUANTIZE_MODES)
-    from export.targets import TARGETS
+    from .targets import TARGETS
 
     need(c.get("target") in TARGETS, "target", c.get("target"), TARGETS)
     need(isinstance(c.get("model"), str), "model", c.get("model"), "a string")

@@ -18,13 +18,16 @@ read them with no keras_mixer installed.
 
 import os
 
-from export import common
+from keras_mixer import files, inference
+from keras_mixer import labels as labels_lib
+
+from . import common
 
 DEFAULT_TOP_K = 5
 
 
-def export_saved_model(model, output, version=1, xla=False, top_k=DEFAULT_TOP_K,
-                       labels=None, weights=None, overwrite=False):
+def export_saved_model(model, output, *, weights=None, version=1, xla=False,
+                       top_k=DEFAULT_TOP_K, labels=None, overwrite=False):
     """Writes `output/<version>/` and returns that path.
 
     model: a keras.Model, a `.keras` file, or a variant name (with `weights`).
@@ -38,21 +41,20 @@ def export_saved_model(model, output, version=1, xla=False, top_k=DEFAULT_TOP_K,
     if not (isinstance(top_k, int) and top_k >= 1):
         raise ValueError(f"top_k: expected an int >= 1; got {top_k!r}")
     path = os.path.join(output, str(version))
-    common.check_output(path, overwrite)
-    net = common.load_mixer(model, weights)
+    files.check_output(path, overwrite=overwrite)
+    net = inference.load_model(model, weights=weights)
     size = common.static_image_size(net)
     classes = int(net.output_shape[-1])
     if not (isinstance(top_k, int) and 1 <= top_k <= classes):
         raise ValueError(f"top_k: expected an int in [1, {classes}]; got {top_k!r}")
-    names = common.label_names(net, labels)
+    names = labels_lib.class_names(classes, labels)
     module, signatures = build_serving_module(net, size, names, top_k, xla)
     import tensorflow as tf
 
-    if os.path.exists(path):
-        import shutil
-
-        shutil.rmtree(path)
-    tf.saved_model.save(module, path, signatures=signatures)
+    # TF Serving loads every version directory it sees: the new version appears
+    # complete, by a rename, and an old one is replaced only then.
+    with files.atomic_path(path, directory=True) as tmp:
+        tf.saved_model.save(module, tmp, signatures=signatures)
     return path
 
 

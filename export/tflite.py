@@ -25,7 +25,10 @@ import warnings
 
 import numpy as np
 
-from export import common, metadata, targets
+from keras_mixer import files, inference
+from keras_mixer import labels as labels_lib
+
+from . import common, metadata, targets
 
 QUANTIZE_MODES = metadata.QUANTIZE_MODES
 IO_DTYPES = ("float32", "uint8", "int8")
@@ -35,7 +38,7 @@ DEFAULT_SAMPLES = 200
 MIN_SAMPLES = 10
 # Presets for `float_ops`, by the TFLite ops the converter emits:
 # LayerNorm becomes MEAN, SUB, MUL, RSQRT and ADD (see
-# targets.rebuild_for_target); its statistics (MEAN, RSQRT) and centring
+# rebuild.rebuild_for_target); its statistics (MEAN, RSQRT) and centring
 # (SUB) are what int8 hurts most.
 # "residual" keeps every ADD in float (residual adds, LayerNorm's +eps/+beta).
 FLOAT_OP_PRESETS = {
@@ -44,9 +47,9 @@ FLOAT_OP_PRESETS = {
 }
 
 
-def export_tflite(model, output, quantize="none", target="cpu", representative="default",
-                  num_samples=DEFAULT_SAMPLES, io_dtype="float32", float_ops=(),
-                  labels=None, weights=None, overwrite=False, data_dir=None):
+def export_tflite(model, output, *, weights=None, quantize="none", target="cpu",
+                  representative="default", num_samples=DEFAULT_SAMPLES, io_dtype="float32",
+                  float_ops=(), labels=None, data_dir=None, overwrite=False):
     """Converts a Mixer and writes `output` plus its sidecar; returns a report dict.
 
     model: a keras.Model, a `.keras` file, or a variant name (with `weights`).
@@ -56,28 +59,31 @@ def export_tflite(model, output, quantize="none", target="cpu", representative="
     data_dir: the tfds data dir for a "tfds:" representative.
     """
     float_ops = _check_options(quantize, target, io_dtype, float_ops, num_samples)
-    common.check_output(output, overwrite, suffix=".tflite")
+    files.check_output(output, overwrite=overwrite, suffix=".tflite")
+    files.check_output(metadata.sidecar_path(output), overwrite=overwrite)
     if isinstance(representative, str):
-        from export.data import check_source
+        from .data import check_source
 
-        check_source(representative, data_dir)
-    net = common.load_mixer(model, weights)
+        check_source(representative, data_dir=data_dir)
+    net = inference.load_model(model, weights=weights)
     size = common.static_image_size(net)
-    names = common.label_names(net, labels)
+    names = labels_lib.class_names(int(net.output_shape[-1]), labels)
     images = None
     if quantize == "int8":
-        images = representative_images(representative, size, num_samples, data_dir)
+        images = representative_images(representative, size, num_samples=num_samples,
+                                       data_dir=data_dir)
     if quantize == "int8" and io_dtype == "float32" and common.output_kind(net) == "probabilities":
         # int8 probabilities step by 1/256, which rounds most of a 1000-class
         # softmax to 0; with float output the one SOFTMAX op stays float.
         float_ops = tuple(dict.fromkeys(float_ops + ("SOFTMAX",)))
-    net = targets.rebuild_for_target(net, target, quantize)
-    data = convert(net, quantize, images, io_dtype, float_ops)
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    with open(output, "wb") as f:
-        f.write(data)
+    from .rebuild import rebuild_for_target
+
+    net = rebuild_for_target(net, target, quantize)
+    data = convert(net, quantize=quantize, images=images, io_dtype=io_dtype, float_ops=float_ops)
     sidecar, contract = metadata.write_sidecar(
-        output, net.name, names, quantize, target, common.output_kind(net))
+        output, data, model_name=net.name, labels=names, quantize=quantize, target=target,
+        kind=common.output_kind(net), overwrite=overwrite)
+    files.write_bytes(output, data)  # the sidecar first: a .tflite never lacks its own
     ops = targets.model_ops(data)
     return {
         "path": output, "sidecar": sidecar, "bytes": len(data), "contract": contract,
@@ -128,13 +134,13 @@ def _float_op_names(float_ops):
     return tuple(dict.fromkeys(names))
 
 
-def representative_images(representative, size, num_samples, data_dir=None):
+def representative_images(representative, size, *, num_samples=DEFAULT_SAMPLES, data_dir=None):
     """float32 (N, H, W, 3) calibration images; checks shape and count."""
     if isinstance(representative, str):
-        from export.data import load_images
+        from .data import load_images
 
-        images, _, _ = load_images(representative, size, num_samples, split="train",
-                                  data_dir=data_dir)
+        images, _, _ = load_images(representative, size, count=num_samples, split="train",
+                                   data_dir=data_dir)
         source = representative
     else:
         images, source = np.asarray(representative), "the given array"
@@ -149,7 +155,7 @@ def representative_images(representative, size, num_samples, data_dir=None):
     return images[:num_samples].astype(np.float32)
 
 
-def convert(model, quantize="none", images=None, io_dtype="float32", float_ops=()):
+def convert(model, *, quantize="none", images=None, io_dtype="float32", float_ops=()):
     """The .tflite bytes of `model` (static batch 1) in one quantization mode."""
     import tensorflow as tf
 

@@ -11,7 +11,9 @@ import time
 
 import numpy as np
 
-from export import common
+from keras_mixer import inference
+
+from . import common
 
 # Interpreter threads for latency: a phone's big cores, and what the
 # benchmark uses (2 threads, XNNPACK).
@@ -21,7 +23,7 @@ DEFAULT_THREADS = 2
 class LiteModel:
     """A .tflite file in LiteRT, taking RGB 0-255 images one at a time."""
 
-    def __init__(self, path, num_threads=DEFAULT_THREADS):
+    def __init__(self, path, *, num_threads=DEFAULT_THREADS):
         from ai_edge_litert.interpreter import Interpreter
 
         if not os.path.isfile(path):
@@ -56,7 +58,7 @@ class LiteModel:
         return (y.astype(np.float32) - zero_point) * scale
 
 
-def verify_tflite(tflite, model, images="default", count=100, weights=None,
+def verify_tflite(tflite, model, *, weights=None, images="default", count=100,
                   num_threads=DEFAULT_THREADS, data_dir=None):
     """Runs `tflite` and the Keras `model` on `count` held-out images.
 
@@ -70,11 +72,11 @@ def verify_tflite(tflite, model, images="default", count=100, weights=None,
     if not (isinstance(count, int) and count >= 1):
         raise ValueError(f"count: expected an int >= 1; got {count!r}")
     if isinstance(images, str):
-        from export.data import check_source
+        from .data import check_source
 
-        check_source(images, data_dir, arg="images")
-    lite = LiteModel(tflite, num_threads)
-    net = common.load_mixer(model, weights)
+        check_source(images, data_dir=data_dir, arg="images")
+    lite = LiteModel(tflite, num_threads=num_threads)
+    net = inference.load_model(model, weights=weights)
     if common.static_image_size(net) != lite.image_size:
         raise ValueError(
             f"model: takes {common.static_image_size(net)} images but {tflite!r} takes "
@@ -106,9 +108,9 @@ def verify_tflite(tflite, model, images="default", count=100, weights=None,
 
 def _held_out(images, size, count, data_dir=None):
     if isinstance(images, str):
-        from export.data import load_images
+        from .data import load_images
 
-        x, y, _ = load_images(images, size, count, split="test", data_dir=data_dir,
+        x, y, _ = load_images(images, size, count=count, split="test", data_dir=data_dir,
                               arg="images")
         return x, y
     x, y = images if isinstance(images, tuple) else (images, None)

@@ -1,19 +1,34 @@
-"""keras-mixer: MLP-Mixer (Tolstikhin et al., 2021) for Keras 3."""
+"""keras-mixer: MLP-Mixer (Tolstikhin et al., 2021) for Keras 3.
 
-from keras_mixer.labels import decode_predictions
-from keras_mixer.layers import MixerBlock, MlpBlock
-from keras_mixer.model import (
-    VARIANTS,
-    Mixer,
-    MixerB16,
-    MixerB32,
-    MixerH14,
-    MixerL16,
-    MixerL32,
-    MixerS8,
-    MixerS16,
-    MixerS32,
-)
-from keras_mixer.preprocessing import preprocess_input
+    import keras_mixer
+    model = keras_mixer.MixerB16(weights="imagenet")
+    keras_mixer.decode_predictions(model.predict(images), top=5)
 
-__version__ = "0.1.0"
+Names are imported on first use, so `import keras_mixer` (and `keras-mixer
+--help`) does not start Keras. Saved `.keras` models need the Mixer layers
+registered: `keras_mixer.load_model(path)` does that, and so does importing
+keras_mixer after keras (or touching any keras_mixer model name).
+"""
+
+import sys
+
+from keras_mixer import _lazy
+
+__version__ = "0.2.0"
+
+_EXPORTS = {
+    **{name: ".model" for name in (
+        "VARIANTS", "Mixer", "MixerS32", "MixerS16", "MixerS8", "MixerB32", "MixerB16",
+        "MixerL32", "MixerL16", "MixerH14")},
+    "MixerBlock": ".layers",
+    "MlpBlock": ".layers",
+    "decode_predictions": ".labels",
+    "preprocess_input": ".preprocessing",
+    "load_image": ".preprocessing",
+    "load_model": ".inference",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = _lazy.exports(__name__, _EXPORTS)
+
+if "keras" in sys.modules:  # Keras is loaded already: registering the layers is free
+    from keras_mixer import layers as _layers  # noqa: F401

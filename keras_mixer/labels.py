@@ -37,11 +37,40 @@ def decode_predictions(preds, top=5):
         raise ValueError(
             f"preds: expected shape (batch, 1000) or (batch, 21843); got {preds.shape}"
         )
-    if not (isinstance(top, int) and 1 <= top <= preds.shape[1]):
+    if not (isinstance(top, (int, np.integer)) and 1 <= top <= preds.shape[1]):
         raise ValueError(f"top: expected an int in [1, {preds.shape[1]}]; got {top!r}")
     labels = imagenet_labels(preds.shape[1])
-    results = []
-    for row in preds:
-        best = np.argsort(-row, kind="stable")[:top]
-        results.append([(*labels[i], float(row[i])) for i in best])
-    return results
+    return [[(*labels[i], float(row[i])) for i in top_k(row, top)] for row in preds]
+
+
+def top_k(scores, k):
+    """Indices of the `k` highest scores, best first; ties put the higher index
+    first, as `keras.applications.imagenet_utils.decode_predictions` does."""
+    return np.argsort(np.asarray(scores), kind="stable")[::-1][:k]
+
+
+def read_label_file(path, arg="labels"):
+    """Class names from a text file, one per line (blank lines ignored)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{arg}: no such file: {path!r}")
+    with open(path, encoding="utf-8") as f:
+        return [line.strip() for line in f if line.strip()]
+
+
+def class_names(classes, labels=None, arg="labels"):
+    """Names for a head of `classes` outputs: `labels` (a list, a text file with
+    one name per line, or "digits"), else ImageNet names for 1000/21843
+    classes, else "0", "1", ...; raises if the count differs."""
+    if labels == "digits":
+        from keras_mixer.datasets import DIGITS_LABELS
+
+        labels = list(DIGITS_LABELS)
+    elif isinstance(labels, (str, os.PathLike)):
+        labels = read_label_file(os.fspath(labels), arg)
+    elif labels is None:
+        if classes in LABEL_FILES:
+            return [name for _, name in imagenet_labels(classes)]
+        return [str(i) for i in range(classes)]
+    if len(labels) != classes:
+        raise ValueError(f"{arg}: the model has {classes} classes; got {len(labels)} labels")
+    return [str(label) for label in labels]

@@ -15,7 +15,6 @@ import dataclasses
 import os
 import zipfile
 
-import keras
 import numpy as np
 
 BASE_URL = "https://storage.googleapis.com/mixer_models/"
@@ -241,6 +240,8 @@ def get_weights_file(tag, variant, cache_dir=None):
     fname = relative.replace("/", "_")
     if cache_dir is not None:  # get_file silently falls back to /tmp if it is missing
         os.makedirs(cache_dir, exist_ok=True)
+    import keras
+
     try:
         return keras.utils.get_file(
             fname, origin=origin, cache_subdir=CACHE_SUBDIR, cache_dir=cache_dir

@@ -23,8 +23,8 @@ import keras
 import numpy as np
 import pytest
 
-from export import metadata
-from export.tflite import export_tflite
+from keras_mixer.export import metadata
+from keras_mixer.export.tflite import export_tflite
 from keras_mixer import preprocessing
 from keras_mixer.datasets import DIGITS_LABELS, embedded_digits
 from keras_mixer.model import Mixer

@@ -8,6 +8,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from keras_mixer import datasets
 from keras_mixer.training import data
 from keras_mixer.training.recipes import get_recipe
 
@@ -56,7 +57,7 @@ def write_folder(root, classes, per_class=4, size=(12, 10)):
 
 
 def test_tfds_from_local_data_dir(tfds_dir):
-    source = data.load_source("tfds:tiny_shapes", data_dir=tfds_dir, image_size=16)
+    source = datasets.load_source("tfds:tiny_shapes", data_dir=tfds_dir, image_size=16)
     assert (source.num_classes, source.class_names) == (3, ["red", "green", "blue"])
     assert (source.num_train, source.num_test) == (30, 12)
     recipe = get_recipe("finetune", {"image_size": 16})
@@ -70,22 +71,22 @@ def test_tfds_from_local_data_dir(tfds_dir):
 
 
 def test_tfds_holdout_slices_train(tfds_dir):
-    source = data.load_source("tfds:tiny_shapes", data_dir=tfds_dir, holdout=0.2)
+    source = datasets.load_source("tfds:tiny_shapes", data_dir=tfds_dir, holdout=0.2)
     assert (source.num_train, source.num_test) == (24, 6)
 
 
 def test_tfds_unknown_and_unprepared(tmp_path):
     with pytest.raises(ValueError, match="dataset: unknown tfds dataset 'no_such_dataset_xyz'"):
-        data.load_source("tfds:no_such_dataset_xyz", data_dir=str(tmp_path))
+        datasets.load_source("tfds:no_such_dataset_xyz", data_dir=str(tmp_path))
     with pytest.raises(FileNotFoundError, match="'mnist' is not prepared in"):
-        data.load_source("tfds:mnist", data_dir=str(tmp_path))
+        datasets.load_source("tfds:mnist", data_dir=str(tmp_path))
 
 
 def test_folder_with_corrupt_files_reports_and_skips(tmp_path, capsys):
     root = write_folder(tmp_path / "pets", ["cat", "dog"], per_class=10)
     (root / "cat" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     (root / "dog" / "notes.txt").write_text("not an image")
-    source = data.load_source(f"folder:{root}")
+    source = datasets.load_source(f"folder:{root}")
     assert sorted(p.rsplit("/", 1)[-1] for p in source.skipped) == ["broken.jpg", "notes.txt"]
     assert "broken.jpg" in capsys.readouterr().err
     assert source.class_names == ["cat", "dog"]
@@ -99,34 +100,34 @@ def test_folder_with_corrupt_files_reports_and_skips(tmp_path, capsys):
 def test_folder_train_test_subfolders(tmp_path):
     write_folder(tmp_path / "d" / "train", ["a", "b", "c"], per_class=3)
     write_folder(tmp_path / "d" / "val", ["a", "b", "c"], per_class=1)
-    source = data.load_source(f"folder:{tmp_path / 'd'}")
+    source = datasets.load_source(f"folder:{tmp_path / 'd'}")
     assert (source.num_classes, source.num_train, source.num_test) == (3, 9, 3)
 
 
 def test_folder_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="dataset: folder .*empty' has no class sub-folders"):
-        data.load_source(f"folder:{tmp_path / 'empty'}")
+        datasets.load_source(f"folder:{tmp_path / 'empty'}")
     write_folder(tmp_path / "one", ["only"])
     with pytest.raises(ValueError, match="has 1 class \\('only'\\); expected at least 2"):
-        data.load_source(f"folder:{tmp_path / 'one'}")
+        datasets.load_source(f"folder:{tmp_path / 'one'}")
     with pytest.raises(FileNotFoundError, match="dataset: no such folder"):
-        data.load_source(f"folder:{tmp_path / 'missing'}")
+        datasets.load_source(f"folder:{tmp_path / 'missing'}")
 
 
 @pytest.mark.parametrize("spec", ["imagenet", "hf:cifar10", "tfds:", "folder:", None])
 def test_unknown_spec(spec):
     with pytest.raises(ValueError, match="dataset: expected"):
-        data.check_spec(spec)
+        datasets.check_spec(spec)
 
 
 def test_data_dir_only_with_tfds():
     with pytest.raises(ValueError, match="data_dir: only used with a tfds:NAME dataset"):
-        data.check_spec("default", data_dir="/tmp")
+        datasets.check_spec("default", data_dir="/tmp")
 
 
 def test_default_digits_and_augmentation():
-    source = data.load_source("default", image_size=16)
+    source = datasets.load_source("default", image_size=16)
     assert (source.num_train, source.num_test, source.num_classes) == (1437, 360, 10)
     recipe = get_recipe("pretrain", {"image_size": 16})  # RandAugment + mixup on
     images, labels = next(iter(data.train_pipeline(source, recipe, global_batch=32)))
@@ -134,5 +135,5 @@ def test_default_digits_and_augmentation():
     assert 0 <= float(tf.reduce_min(images)) and float(tf.reduce_max(images)) <= 255
     np.testing.assert_allclose(tf.reduce_sum(labels, -1), 1.0, atol=1e-5)
     assert np.mean(np.max(labels, -1) < 0.99) > 0.25  # mixup made soft labels
-    holdout = data.load_source("default", image_size=16, holdout=0.1)
+    holdout = datasets.load_source("default", image_size=16, holdout=0.1)
     assert (holdout.num_train, holdout.num_test) == (1293, 144)

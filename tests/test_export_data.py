@@ -10,9 +10,9 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from export import metadata
-from export.data import load_images
-from export.tflite import export_tflite
+from keras_mixer.export import metadata
+from keras_mixer.export.data import load_images
+from keras_mixer.export.tflite import export_tflite
 from keras_mixer import cli
 from keras_mixer.model import Mixer
 
@@ -44,24 +44,24 @@ def _colours(images):
 
 
 def test_default_is_the_embedded_digits():
-    x, y, names = load_images("default", (16, 16), 50, split="test")
+    x, y, names = load_images("default", (16, 16), count=50, split="test")
     assert x.shape == (50, 16, 16, 3) and x.dtype == np.uint8
     assert names == list("0123456789") and set(y) <= set(range(10))
-    wide, _, _ = load_images("default", (16, 24), 5)
+    wide, _, _ = load_images("default", (16, 24), count=5)
     assert wide.shape == (5, 16, 24, 3)
 
 
 def test_folder_of_class_folders_uses_the_training_holdout(class_folder, capsys):
-    train, y_train, names = load_images(f"folder:{class_folder}", (16, 16), 100)
+    train, y_train, names = load_images(f"folder:{class_folder}", (16, 16), count=100)
     assert "notes.txt" in capsys.readouterr().err  # reported and skipped
-    test, y_test, _ = load_images(f"folder:{class_folder}", (16, 16), 100, split="test")
+    test, y_test, _ = load_images(f"folder:{class_folder}", (16, 16), count=100, split="test")
     assert names == ["cat", "dog"] and (len(train), len(test)) == (14, 2)  # 10% hold-out
     colours = _colours(train) + _colours(test)
     assert sorted(colours) == [5 + 10 * i for i in range(8)] + [130 + 10 * i for i in range(8)]
     assert (y_train.tolist() + y_test.tolist()) == [int(c >= 128) for c in colours]
-    few, few_labels, _ = load_images(f"folder:{class_folder}", (16, 16), 5)
+    few, few_labels, _ = load_images(f"folder:{class_folder}", (16, 16), count=5)
     assert len(few) == len(few_labels) == 5 and set(_colours(few)) < set(_colours(train))
-    again, _, _ = load_images(f"folder:{class_folder}", (16, 16), 5)
+    again, _, _ = load_images(f"folder:{class_folder}", (16, 16), count=5)
     assert np.array_equal(few, again)  # a seeded subset
 
 
@@ -70,7 +70,7 @@ def test_folder_with_train_and_test_subfolders(tmp_path):
         for label in ("a", "b"):
             (tmp_path / split / label).mkdir(parents=True)
             _write_png(tmp_path / split / label / "0.png", base + (label == "b"))
-    x, y, names = load_images(f"folder:{tmp_path}", (16, 16), 10, split="test")
+    x, y, names = load_images(f"folder:{tmp_path}", (16, 16), count=10, split="test")
     assert _colours(x) == [200, 201] and y.tolist() == [0, 1] and names == ["a", "b"]
 
 
@@ -78,7 +78,7 @@ def test_flat_folder_is_unlabeled(tmp_path):
     for i in range(3):
         _write_png(tmp_path / f"{i}.png", 50 * i)
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
-    x, y, names = load_images(f"folder:{tmp_path}", (16, 16), 10)
+    x, y, names = load_images(f"folder:{tmp_path}", (16, 16), count=10)
     assert _colours(x) == [0, 50, 100] and y is None and names is None
 
 
@@ -128,16 +128,16 @@ def tfds_dir(tmp_path_factory):
 
 def test_tfds_splits_from_a_data_dir(tfds_dir):
     source = "tfds:flat_shades"
-    x, y, names = load_images(source, (16, 16), 100, data_dir=tfds_dir)
+    x, y, names = load_images(source, (16, 16), count=100, data_dir=tfds_dir)
     assert sorted(_colours(x)) == list(range(20, 30)) and names == ["even", "odd"]
     assert y.tolist() == [c % 2 for c in _colours(x)]
-    x, _, _ = load_images(source, (16, 16), 100, split="test", data_dir=tfds_dir)
+    x, _, _ = load_images(source, (16, 16), count=100, split="test", data_dir=tfds_dir)
     assert sorted(_colours(x)) == [200, 201, 202, 203]
     # NAME/SPLIT picks the split whatever the use; count takes a subset of it.
-    x, _, _ = load_images(source + "/test", (16, 16), 3, split="train", data_dir=tfds_dir)
+    x, _, _ = load_images(source + "/test", (16, 16), count=3, split="train", data_dir=tfds_dir)
     assert len(x) == 3 and set(_colours(x)) < {200, 201, 202, 203}
     with pytest.raises(ValueError, match=r"images: tfds dataset 'flat_shades' has no split 'dev'"):
-        load_images(source + "/dev", (16, 16), 3, data_dir=tfds_dir, arg="images")
+        load_images(source + "/dev", (16, 16), count=3, data_dir=tfds_dir, arg="images")
 
 
 def test_cli_data_dir_for_calibration_and_verification(tmp_path, tfds_dir, capsys):
@@ -158,18 +158,18 @@ def test_cli_data_dir_for_calibration_and_verification(tmp_path, tfds_dir, capsy
 
 def test_bad_sources_are_named(tmp_path):
     with pytest.raises(ValueError, match=r"representative: expected one of .*got 'mnist'"):
-        load_images("mnist", (16, 16), 10)
+        load_images("mnist", (16, 16), count=10)
     with pytest.raises(ValueError, match=r"images: expected one of .*got 'mnist'"):
-        load_images("mnist", (16, 16), 10, arg="images")
+        load_images("mnist", (16, 16), count=10, arg="images")
     with pytest.raises(FileNotFoundError, match=r"representative: no such folder"):
-        load_images(f"folder:{tmp_path / 'missing'}", (16, 16), 10)
+        load_images(f"folder:{tmp_path / 'missing'}", (16, 16), count=10)
     with pytest.raises(ValueError, match=r"representative: no readable images in"):
-        load_images(f"folder:{tmp_path}", (16, 16), 10)
+        load_images(f"folder:{tmp_path}", (16, 16), count=10)
     with pytest.raises(ValueError, match=r"representative: unknown tfds dataset 'no_such_set'"):
-        load_images("tfds:no_such_set", (16, 16), 10)
+        load_images("tfds:no_such_set", (16, 16), count=10)
     with pytest.raises(ValueError, match=r"data_dir: only used with a tfds:NAME dataset; got dataset 'default'"):
-        load_images("default", (16, 16), 10, data_dir=str(tmp_path))
+        load_images("default", (16, 16), count=10, data_dir=str(tmp_path))
     (tmp_path / "only").mkdir()
     _write_png(tmp_path / "only" / "0.png", 0)
     with pytest.raises(ValueError, match=r"representative: folder .* has 1 class \('only'\)"):
-        load_images(f"folder:{tmp_path}", (16, 16), 10)
+        load_images(f"folder:{tmp_path}", (16, 16), count=10)

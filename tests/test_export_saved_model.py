@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from export.saved_model import export_saved_model, warm_up
+from keras_mixer.export.saved_model import export_saved_model, warm_up
 from keras_mixer import cli
 from keras_mixer.datasets import embedded_digits
 from keras_mixer.model import Mixer

@@ -9,9 +9,9 @@ import keras
 import numpy as np
 import pytest
 
-from export import metadata, targets
-from export.tflite import export_tflite
-from export.verify import LiteModel, verify_tflite
+from keras_mixer.export import metadata, targets
+from keras_mixer.export.tflite import export_tflite
+from keras_mixer.export.verify import LiteModel, verify_tflite
 from keras_mixer import cli
 from keras_mixer.datasets import embedded_digits
 from keras_mixer.model import Mixer
@@ -109,7 +109,7 @@ def test_op_lists_fit_each_target(tmp_path, rng, target):
     model = _tiny()
     quantize, io = ("int8", "uint8") if target == "edgetpu" else ("none", "float32")
     images = rng.uniform(0, 255, (20, SIZE, SIZE, 3))
-    report = export_tflite(model, str(tmp_path / "t.tflite"), quantize, target,
+    report = export_tflite(model, str(tmp_path / "t.tflite"), quantize=quantize, target=target,
                            representative=images, io_dtype=io)
     names = {key.split("(")[0] for key in report["ops"]}
     assert report["unsupported"] == []

@@ -8,11 +8,12 @@ import sys
 import keras
 import numpy as np
 import pytest
-from conftest import TINY, images, reference, write_checkpoint
+import reference
+from helpers import TINY, images, write_checkpoint
 from PIL import Image
 
 import keras_mixer
-from keras_mixer import cli, commands
+from keras_mixer import cli, inference
 from keras_mixer.labels import imagenet_labels
 from keras_mixer.preprocessing import eval_resize_crop, load_image
 
@@ -49,10 +50,10 @@ def test_eval_transform_resizes_shorter_side_then_centre_crops():
     # shorter side to 256 and cropping 224 from the centre, it is all white.
     image = np.zeros((256, 512, 3), np.uint8)
     image[:, 128:384] = 255
-    out = eval_resize_crop(image, (224, 224)).numpy()
+    out = np.asarray(eval_resize_crop(image, (224, 224)))
     assert out.shape == (224, 224, 3) and out.dtype == np.float32
     np.testing.assert_allclose(out, 255.0, atol=1e-3)
-    small = eval_resize_crop(np.full((40, 30, 3), 7, np.uint8), (16, 16)).numpy()
+    small = np.asarray(eval_resize_crop(np.full((40, 30, 3), 7, np.uint8), (16, 16)))
     np.testing.assert_allclose(small, 7.0, atol=1e-3)
 
 
@@ -66,8 +67,8 @@ def test_predict_command_ranks_like_the_model(tmp_path, rng, tiny_checkpoint, ca
     model = keras_mixer.Mixer(TINY, weights=path)
     model.save(tmp_path / "tiny.keras")
     files = [_png(tmp_path / "a.png", rng), _png(tmp_path / "b.png", rng)]
-    results = commands.predict(files, str(tmp_path / "tiny.keras"), weights=None, top=3)
-    x = np.stack([load_image(f, (16, 16)).numpy() for f in files])
+    results = inference.predict(files, model=str(tmp_path / "tiny.keras"), weights=None, top=3)
+    x = np.stack([load_image(f, (16, 16)) for f in files])
     probs = model.predict(x, verbose=0)
     for row, result in zip(probs, results):
         assert [int(label) for label, _ in result] == list(np.argsort(-row, kind="stable")[:3])
@@ -87,11 +88,12 @@ def test_predict_errors(tmp_path, rng, tiny_checkpoint, capsys):
     assert "keras-mixer predict: error: images: no such file(s): ['" in capsys.readouterr().err
     png = _png(tmp_path / "a.png", rng)
     with pytest.raises(ValueError, match=r"labels: the model has 7 classes; got 2 labels"):
-        commands.predict([png], str(tmp_path / "tiny.keras"), None, 1, ["a", "b"])
+        inference.predict([png], model=str(tmp_path / "tiny.keras"), weights=None, top=1,
+                          labels=["a", "b"])
     with pytest.raises(ValueError, match=r"top: expected an int in \[1, 7\]; got 9"):
-        commands.predict([png], str(tmp_path / "tiny.keras"), None, 9)
+        inference.predict([png], model=str(tmp_path / "tiny.keras"), weights=None, top=9)
     with pytest.raises(ValueError, match=r"weights: a .keras file carries its own; got 'imagenet'"):
-        commands.predict([png], str(tmp_path / "tiny.keras"), "imagenet")
+        inference.predict([png], model=str(tmp_path / "tiny.keras"), weights="imagenet")
 
 
 def test_convert_npz_to_keras_and_weights_h5(tmp_path, rng, tiny_checkpoint, capsys):
@@ -104,7 +106,7 @@ def test_convert_npz_to_keras_and_weights_h5(tmp_path, rng, tiny_checkpoint, cap
     np.testing.assert_allclose(np.log(probs) - np.log(probs[:, :1]),
                                reference.logits(x, params) - reference.logits(x, params)[:, :1], atol=1e-4)
     h5 = tmp_path / "tiny.weights.h5"
-    commands.convert(path, str(h5), input_size=32)  # 2x resolution: tiled token MLPs
+    inference.convert(path, str(h5), input_size=32)  # 2x resolution: tiled token MLPs
     big = keras_mixer.Mixer(dict(TINY, tokens_mlp_dim=32), weights=str(h5), input_shape=(32, 32, 3), classes=7)
     direct = keras_mixer.Mixer(TINY, weights=path, input_shape=(32, 32, 3))
     x2 = images(rng, 1, size=32)
@@ -112,15 +114,15 @@ def test_convert_npz_to_keras_and_weights_h5(tmp_path, rng, tiny_checkpoint, cap
     assert cli.main(["convert", path, "-o", str(out)]) == 2
     assert f"output: '{out}' exists; pass --overwrite to replace it" in capsys.readouterr().err
     with pytest.raises(ValueError, match=r"model: '.*tiny.npz' holds a Mixer \{'num_blocks': 2.*; got --model 'B/16'"):
-        commands.convert(path, str(tmp_path / "x.keras"), model="B/16")
+        inference.convert(path, str(tmp_path / "x.keras"), model="B/16")
     with pytest.raises(ValueError, match=r"output: expected a path ending in .keras or .weights.h5; got 'x.h5'"):
-        commands.convert(path, "x.h5")
+        inference.convert(path, "x.h5")
 
 
 def test_convert_names_a_real_variant(tmp_path, rng):
     params = reference.random_checkpoint(rng, 8, 32, 512, 256, 2048, tokens=49, classes=1000)
     path = write_checkpoint(tmp_path / "Mixer-S_32.npz", params)
-    model = commands.convert(path, str(tmp_path / "s32.weights.h5"), model="S/32")
+    model = inference.convert(path, str(tmp_path / "s32.weights.h5"), model="S/32")
     assert model.name == "mixer_s32" and model.count_params() == 19_104_624
 
 

@@ -5,7 +5,8 @@ import math
 import keras
 import numpy as np
 import pytest
-from conftest import TINY, TINY_SIZE, images, reference
+import reference
+from helpers import TINY, TINY_SIZE, images
 
 import keras_mixer
 from keras_mixer import weights as weights_lib

@@ -12,7 +12,7 @@ import time
 import keras
 import numpy as np
 import pytest
-from conftest import TINY, TINY_TOKENS
+from helpers import TINY, TINY_TOKENS
 
 import reference
 from keras_mixer import cli
@@ -123,7 +123,7 @@ def test_finetune_from_checkpoint_new_head(tmp_path):
 def test_recipe_optimizers_and_schedules():
     from keras_mixer.training.recipes import get_recipe
     from keras_mixer.training.schedules import WarmupSchedule
-    from keras_mixer.training.train import make_optimizer
+    from keras_mixer.training.trainer import make_optimizer
 
     opt = make_optimizer(get_recipe("finetune"), total_steps=1000)
     assert isinstance(opt, keras.optimizers.SGD)
@@ -173,7 +173,7 @@ def test_sigkill_resume_keeps_epoch_count(tmp_path):
 
 
 def test_cli_flags_become_recipe_overrides():
-    from keras_mixer.training.commands import _overrides
+    from keras_mixer.cli.train import _overrides
 
     args = cli.build_parser().parse_args(
         ["train", "--epochs", "3", "--learning-rate", "0.1", "--randaugment", "2,15"])

@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import TINY
+from helpers import TINY
 
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
 QUICK = dict(image_size=16, epochs=1, batch_size=64, warmup_steps=0)
@@ -57,6 +57,7 @@ WORKER = textwrap.dedent("""
     import tensorflow as tf
     import keras
     import keras_mixer
+    from keras_mixer import datasets
     from keras_mixer.training import data, get_recipe, get_strategy, train
 
     tiny, quick, out, phase = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3], sys.argv[4]
@@ -65,7 +66,7 @@ WORKER = textwrap.dedent("""
                   replicas=strategy.num_replicas_in_sync)
     if phase == "first":
         # The training pipeline, distributed: each worker gets its share of every global batch.
-        source = data.load_source("default", image_size=16)
+        source = datasets.load_source("default", image_size=16)
         pipeline = data.train_pipeline(source, get_recipe("default", {"image_size": 16}), global_batch=64)
         images, _ = next(iter(strategy.experimental_distribute_dataset(pipeline)))
         local = strategy.experimental_local_results(images)[0]

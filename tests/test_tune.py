@@ -3,9 +3,9 @@
 import json
 
 import pytest
-from conftest import TINY
+from helpers import TINY
 
-from keras_mixer.training.tune import tune, trial_variant
+from keras_mixer.training.tuning import tune, trial_variant
 
 QUICK = dict(image_size=16, epochs=1, batch_size=64, warmup_steps=0)
 

@@ -6,7 +6,8 @@ import pathlib
 import keras
 import numpy as np
 import pytest
-from conftest import TINY, TINY_SIZE, images, reference, write_checkpoint
+import reference
+from helpers import TINY, TINY_SIZE, images, write_checkpoint
 
 import keras_mixer
 from keras_mixer import weights as weights_lib

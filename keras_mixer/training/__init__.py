@@ -1,5 +1,5 @@
 """Training at scale: tf.distribute strategies, tf.data pipelines, the paper's
-recipes, evaluation and keras-tuner search.
+recipes, evaluation and keras-tuner search (needs TensorFlow).
 
     from keras_mixer.training import get_strategy, train
     strategy = get_strategy("auto")   # TPU, multi-worker, several GPUs, or one device
@@ -8,7 +8,17 @@ recipes, evaluation and keras-tuner search.
 Nothing here is imported by `import keras_mixer`.
 """
 
-from keras_mixer.training.evaluate import evaluate
-from keras_mixer.training.recipes import DEFAULT_MODEL, RECIPES, get_recipe
-from keras_mixer.training.strategy import STRATEGIES, get_strategy
-from keras_mixer.training.train import train
+from keras_mixer import _lazy
+
+_EXPORTS = {
+    "evaluate": ".evaluation",
+    "DEFAULT_MODEL": ".recipes",
+    "RECIPES": ".recipes",
+    "get_recipe": ".recipes",
+    "STRATEGIES": ".strategy",
+    "get_strategy": ".strategy",
+    "train": ".trainer",
+    "tune": ".tuning",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = _lazy.exports(__name__, _EXPORTS)

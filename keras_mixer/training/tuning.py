@@ -14,10 +14,11 @@ import os
 import keras
 import keras_tuner as kt
 
+from keras_mixer import datasets
 from keras_mixer.training import data as data_lib
 from keras_mixer.training import outputs
 from keras_mixer.training import strategy as strategy_lib
-from keras_mixer.training.train import build_model, check_arguments, make_optimizer
+from keras_mixer.training.trainer import build_model, check_arguments, make_optimizer
 
 ALGORITHMS = ("hyperband", "bayesian")
 # Search space; the learning rate spans [lr / LR_SPAN, lr * LR_SPAN] around the recipe's.
@@ -65,7 +66,7 @@ class MixerHyperModel(kt.HyperModel):
         return model
 
 
-def tune(model="default", weights=None, dataset="default", data_dir=None,
+def tune(model="default", *, weights=None, dataset="default", data_dir=None,
          output_dir=os.path.join("runs", "tune"), recipe=None, overrides=None,
          algorithm="hyperband", max_trials=10, holdout=0.1, strategy="auto",
          overwrite=False, seed=0, verbose="auto"):
@@ -84,7 +85,7 @@ def tune(model="default", weights=None, dataset="default", data_dir=None,
     hp = plan["hparams"]
     dist = strategy_lib.get_strategy(strategy)
     global_batch = strategy_lib.global_batch_size(hp["batch_size"], dist.num_replicas_in_sync)
-    source = data_lib.load_source(dataset, data_dir, hp["image_size"], holdout=holdout, seed=seed)
+    source = datasets.load_source(dataset, data_dir, hp["image_size"], holdout=holdout, seed=seed)
     steps = source.num_train // global_batch
     if steps == 0:
         raise ValueError(f"batch_size: the global batch {global_batch} is larger than the "

@@ -2,9 +2,9 @@
 
 import json
 
-from export import data as data_lib
-from export import tflite as tflite_lib
-from export.targets import TARGETS
+from keras_mixer.export import data as data_lib
+from keras_mixer.export import tflite as tflite_lib
+from keras_mixer.export.targets import TARGETS
 
 
 def add_parsers(subparsers):
@@ -57,9 +57,10 @@ def add_parsers(subparsers):
 
 def _run_tflite(args):
     report = tflite_lib.export_tflite(
-        args.model, args.output, args.quantize, args.target, args.representative,
-        args.num_samples, args.io_dtype, args.float_ops, args.labels, args.weights,
-        args.overwrite, args.data_dir)
+        args.model, args.output, weights=args.weights, quantize=args.quantize,
+        target=args.target, representative=args.representative, num_samples=args.num_samples,
+        io_dtype=args.io_dtype, float_ops=args.float_ops, labels=args.labels,
+        data_dir=args.data_dir, overwrite=args.overwrite)
     contract = report["contract"]
     print(f"wrote {report['path']} ({report['bytes']:,} bytes) and {report['sidecar']}")
     print(f"input {contract['input']['dtype']} {contract['input']['shape']}, "
@@ -73,17 +74,18 @@ def _run_tflite(args):
 
 
 def _run_saved_model(args):
-    from export.saved_model import export_saved_model
+    from keras_mixer.export.saved_model import export_saved_model
 
-    path = export_saved_model(args.model, args.output, args.version, args.xla, args.top_k,
-                              args.labels, args.weights, args.overwrite)
+    path = export_saved_model(args.model, args.output, weights=args.weights,
+                              version=args.version, xla=args.xla, top_k=args.top_k,
+                              labels=args.labels, overwrite=args.overwrite)
     print(f"wrote {path} (signatures: serving_default, serve_uint8, serve_bytes; "
           f"XLA: {'on, compiles on first call per batch size' if args.xla else 'off'})")
 
 
 def _run_verify(args):
-    from export.verify import verify_tflite
+    from keras_mixer.export.verify import verify_tflite
 
-    report = verify_tflite(args.tflite, args.model, args.images, args.count, args.weights,
-                           args.threads, args.data_dir)
+    report = verify_tflite(args.tflite, args.model, weights=args.weights, images=args.images,
+                           count=args.count, num_threads=args.threads, data_dir=args.data_dir)
     print(json.dumps(report, indent=1))

@@ -19,6 +19,7 @@ import keras
 
 from keras_mixer import weights as weights_lib
 from keras_mixer.model import resolve_variant
+from keras_mixer import datasets
 from keras_mixer.training import data as data_lib
 from keras_mixer.training import multiworker
 from keras_mixer.training import outputs
@@ -29,7 +30,7 @@ from keras_mixer.training.schedules import WarmupSchedule
 DEFAULT_OUTPUT_DIR = os.path.join("runs", "default")
 
 
-def train(model="default", weights=None, dataset="default", data_dir=None,
+def train(model="default", *, weights=None, dataset="default", data_dir=None,
           output_dir=DEFAULT_OUTPUT_DIR, recipe=None, overrides=None, strategy="auto",
           precision="float32", jit_compile=False, per_replica_batch=False,
           overwrite=False, seed=0, verbose="auto"):
@@ -58,7 +59,7 @@ def check_arguments(model, weights, dataset, data_dir, recipe, overrides, strate
     if recipe is None:
         recipe = "default" if model == "default" else ("finetune" if weights else "pretrain")
     hparams = recipes_lib.get_recipe(recipe, overrides)
-    data_lib.check_spec(dataset, data_dir)
+    datasets.check_spec(dataset, data_dir)
     strategy_lib.check_strategy(strategy)
     if precision not in recipes_lib.PRECISIONS:
         raise ValueError(f"precision: expected one of {list(recipes_lib.PRECISIONS)}; got {precision!r}")
@@ -102,7 +103,7 @@ def _run(plan, output_dir, strategy_name, precision, jit_compile, per_replica_ba
         return finished
 
     keras.utils.set_random_seed(seed)
-    source = data_lib.load_source(plan["dataset"], plan["data_dir"], hp["image_size"], seed=seed)
+    source = datasets.load_source(plan["dataset"], plan["data_dir"], hp["image_size"], seed=seed)
     steps = source.num_train // global_batch
     if steps == 0:
         raise ValueError(f"batch_size: the global batch {global_batch} is larger than the "

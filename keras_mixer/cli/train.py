@@ -1,7 +1,6 @@
 """`keras-mixer train`, `keras-mixer evaluate` and `keras-mixer tune`.
 
-Thin: parse, then call `train`, `evaluate` or `tune`. TensorFlow is imported
-only when a command runs, so `keras-mixer --help` stays fast.
+Thin: parse, then call `train`, `evaluate` or `tune` of `keras_mixer.training`.
 """
 
 import json
@@ -100,7 +99,7 @@ def _overrides(args):
 
 
 def _run_train(args):
-    from keras_mixer.training.train import train
+    from keras_mixer.training.trainer import train
 
     metrics = train(
         model=_model_arg(args.model), weights=args.weights, dataset=args.dataset,
@@ -113,15 +112,16 @@ def _run_train(args):
 
 
 def _run_evaluate(args):
-    from keras_mixer.training.evaluate import evaluate
+    from keras_mixer.training.evaluation import evaluate
 
-    result = evaluate(args.model, args.weights, args.dataset, args.data_dir, args.batch_size,
-                      args.split, args.strategy)
+    result = evaluate(args.model, weights=args.weights, dataset=args.dataset,
+                      data_dir=args.data_dir, batch_size=args.batch_size, split=args.split,
+                      strategy=args.strategy)
     print(json.dumps(result, indent=2))
 
 
 def _run_tune(args):
-    from keras_mixer.training.tune import tune
+    from keras_mixer.training.tuning import tune
 
     result = tune(
         model=_model_arg(args.model), weights=args.weights, dataset=args.dataset,

@@ -1,0 +1,53 @@
+"""`keras-mixer`: argument parsing only; every command calls a library function.
+
+    keras-mixer predict | convert          keras_mixer.cli.predict
+    keras-mixer train | evaluate | tune    keras_mixer.cli.train
+    keras-mixer export tflite | ...        keras_mixer.cli.export
+
+Library modules are imported inside each command's `run`, so `--help` does not
+start TensorFlow.
+"""
+
+import argparse
+import os
+import sys
+
+from keras_mixer.cli import export, predict, train
+
+EXAMPLES = """examples:
+  keras-mixer train                                  # small Mixer on the embedded digits
+  keras-mixer predict cat.jpg --model B/16 --weights imagenet
+  keras-mixer train --model B/16 --weights imagenet --dataset folder:flowers/
+  keras-mixer export tflite runs/default/model.keras -o mixer.tflite --quantize int8
+  keras-mixer COMMAND --help                         # the options of one command
+"""
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="keras-mixer", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="MLP-Mixer for Keras 3: predict, convert, train, tune, export.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (predict, train, export):
+        module.add_parsers(subparsers)
+    return parser
+
+
+def quiet_tensorflow():
+    """Silences TensorFlow's C++ start-up lines (oneDNN, CUDA probing) unless the
+    user chose a level; set before TensorFlow is imported."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    quiet_tensorflow()
+    try:
+        return args.run(args) or 0
+    except (ValueError, FileNotFoundError, OSError) as err:
+        # Argument and file errors are for the user, not a traceback.
+        print(f"keras-mixer {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+

@@ -1,0 +1,74 @@
+"""Output files: refuse to replace without `overwrite`, and write atomically.
+
+Every file keras-mixer writes goes to a temporary name in the same directory
+and is renamed into place, so a killed process or a full disk never leaves a
+half-written file at the final path.
+"""
+
+import contextlib
+import os
+import shutil
+import tempfile
+
+
+def check_output(output, *, overwrite, suffix=None, arg="output"):
+    """Raises unless `output` may be written: the right suffix, and either new
+    or `overwrite` given. `suffix` may be a string or a tuple of strings."""
+    if suffix and not (isinstance(output, str) and output.endswith(suffix)):
+        allowed = " or ".join(suffix) if isinstance(suffix, tuple) else suffix
+        raise ValueError(f"{arg}: expected a path ending in {allowed}; got {output!r}")
+    if not isinstance(output, (str, os.PathLike)) or not os.fspath(output):
+        raise ValueError(f"{arg}: expected a path; got {output!r}")
+    if os.path.lexists(output) and not overwrite:
+        raise FileExistsError(f"{arg}: {output!r} exists; pass --overwrite to replace it")
+
+
+@contextlib.contextmanager
+def atomic_path(path, *, directory=False):
+    """Yields a temporary path beside `path`; renames it to `path` on success.
+
+    With `directory=True` the temporary path is a fresh directory and an old
+    `path` directory is replaced only once the new one is complete.
+    """
+    path = os.path.abspath(os.fspath(path))
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    # Keep the final suffix: Keras picks the format from it (.keras, .weights.h5).
+    base = os.path.basename(path)
+    if directory:
+        tmp = tempfile.mkdtemp(prefix=f".{base}.", suffix=".partial", dir=parent)
+    else:
+        fd, tmp = tempfile.mkstemp(prefix=f".{base}.partial.", suffix=_suffix(base), dir=parent)
+        os.close(fd)
+        os.unlink(tmp)  # writers such as h5py want to create the file themselves
+    try:
+        yield tmp
+        if directory and os.path.isdir(path):
+            old = tempfile.mkdtemp(prefix=f".{base}.", suffix=".old", dir=parent)
+            os.rename(path, os.path.join(old, base))
+            os.rename(tmp, path)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _suffix(name):
+    for suffix in (".weights.h5", ".keras", ".tflite", ".json", ".npz", ".h5"):
+        if name.endswith(suffix):
+            return suffix
+    return ""
+
+
+def write_bytes(path, data):
+    """Writes `data` to `path` through a temporary file and a rename."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
