@@ -1,12 +1,17 @@
 """An export copy of a Mixer: the same function, in ops a target runs well.
 
 GELU as x * sigmoid(2z) (the tanh approximation, made of LOGISTIC and MUL)
-where a target lacks GELU, and LayerNorm in ops every TFLite target quantizes.
+where a target lacks GELU, LayerNorm in ops every TFLite target quantizes,
+and (`with_precision`) bfloat16 compute for servers.
 """
+
+import contextlib
 
 import keras
 
 from .targets import SIGMOID_GELU_TARGETS, check_target
+
+PRECISIONS = ("float32", "bfloat16")
 
 
 def rebuild_for_target(model, target, quantize="none"):
@@ -26,9 +31,8 @@ def rebuild_for_target(model, target, quantize="none"):
     check_target(target)
     config = model.get_config()
     if target in SIGMOID_GELU_TARGETS or quantize == "int8":
-        _set_gelu_form(config, "sigmoid")
-    clone = model.__class__.from_config(config)
-    clone.set_weights(model.get_weights())
+        _each_dict(config, lambda node: "gelu_form" in node and node.update(gelu_form="sigmoid"))
+    clone = _clone(model, config)
     for layer in clone._flatten_layers():
         if type(layer) is keras.layers.LayerNormalization and not layer.rms_scaling:
             layer.__class__ = _CentredLayerNorm
@@ -57,14 +61,59 @@ class _CentredLayerNorm(keras.layers.LayerNormalization):
         return ops.cast(outputs, self.compute_dtype)
 
 
-def _set_gelu_form(node, form):
-    # Walks a (possibly nested) functional config; MixerBlock and MlpBlock
-    # configs are the dicts that carry "gelu_form".
+def with_precision(model, precision):
+    """The model itself for "float32"; for "bfloat16" an export copy under Keras'
+    mixed_bfloat16 policy: float32 weights, bfloat16 matmuls and activations,
+    LayerNorm statistics in float32 (Keras' LayerNormalization upcasts) and the
+    last layer (the head and its softmax) kept in float32, so the outputs are
+    float32 probabilities or logits.
+
+    bfloat16 pays where the hardware multiplies it natively: CPUs with
+    AVX512_BF16 or AMX, recent GPUs, TPUs (docs/performance).
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: expected one of {PRECISIONS}; got {precision!r}")
+    if precision == "float32":
+        return model
+    config = model.get_config()
+    mixed = keras.dtype_policies.serialize(keras.DTypePolicy("mixed_bfloat16"))
+    last = model.layers[-1].name
+
+    def lower(node):
+        # Layer configs carry a DTypePolicy dict; InputLayer's plain "float32"
+        # string stays, so the model still takes float32 images.
+        if isinstance(node.get("dtype"), dict) and node.get("name") != last:
+            node["dtype"] = mixed
+
+    _each_dict(config, lower)
+    # Sub-layers made in a block's __init__ (LayerNorm, Dense) take the global
+    # policy, not the block's: set it while the copy is built.
+    with _global_policy("mixed_bfloat16"):
+        return _clone(model, config)
+
+
+def _clone(model, config):
+    clone = model.__class__.from_config(config)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+@contextlib.contextmanager
+def _global_policy(name):
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _each_dict(node, fn):
+    """Calls fn on every dict of a (possibly nested) functional model config."""
     if isinstance(node, dict):
-        if "gelu_form" in node:
-            node["gelu_form"] = form
+        fn(node)
         for value in node.values():
-            _set_gelu_form(value, form)
+            _each_dict(value, fn)
     elif isinstance(node, list):
         for value in node:
-            _set_gelu_form(value, form)
+            _each_dict(value, fn)

@@ -41,6 +41,9 @@ def add_parsers(subparsers):
     p.add_argument("--weights", help="weights tag or file for a variant (default: random init)")
     p.add_argument("--version", type=int, default=1, help="version sub-directory (default: 1)")
     p.add_argument("--xla", action="store_true", help="compile the model's compute with XLA")
+    p.add_argument("--precision", default="float32",
+                   help="float32 or bfloat16 (bfloat16 matmuls, float32 weights and outputs; pays "
+                        "on AVX512_BF16/AMX CPUs, GPUs, TPUs) (default: float32)")
     p.add_argument("--top-k", type=int, default=5, help="labels per image of serve_bytes (default: 5)")
     p.add_argument("--labels", help="'digits' or a text file with one class name per line")
     p.add_argument("--overwrite", action="store_true", help="replace an existing NAME/VERSION/")
@@ -97,10 +100,11 @@ def _run_saved_model(args):
     from keras_mixer.export.saved_model import export_saved_model
 
     path = export_saved_model(args.model, args.output, weights=args.weights,
-                              version=args.version, xla=args.xla, top_k=args.top_k,
-                              labels=args.labels, overwrite=args.overwrite)
+                              version=args.version, xla=args.xla, precision=args.precision,
+                              top_k=args.top_k, labels=args.labels, overwrite=args.overwrite)
     print(f"wrote {path} (signatures: serving_default, serve_uint8, serve_bytes; "
-          f"XLA: {'on, compiles on first call per batch size' if args.xla else 'off'})")
+          f"XLA: {'on, compiles on first call per batch size' if args.xla else 'off'}; "
+          f"compute: {args.precision})")
 
 
 def _run_server_format(args):
