@@ -27,15 +27,18 @@ def rebuild_for_target(model, target, quantize="none"):
       x * inv + (-mean * inv + beta). Keras' form converts to NEG (no int8
       kernel) and SQUARED_DIFFERENCE (no int8 XNNPACK kernel); in a full-int8
       S/16 those fell out of XNNPACK and cost 29.2 ms against 14.2 ms.
+      For int8 the variance is a FULLY_CONNECTED with eps as its bias
+      (`_Int8LayerNorm`), which keeps the graph in one XNNPACK partition.
     """
     check_target(target)
     config = model.get_config()
     if target in SIGMOID_GELU_TARGETS or quantize == "int8":
         _each_dict(config, lambda node: "gelu_form" in node and node.update(gelu_form="sigmoid"))
     clone = _clone(model, config)
+    norm = _Int8LayerNorm if quantize == "int8" else _CentredLayerNorm
     for layer in clone._flatten_layers():
         if type(layer) is keras.layers.LayerNormalization and not layer.rms_scaling:
-            layer.__class__ = _CentredLayerNorm
+            layer.__class__ = norm
     return clone
 
 
@@ -51,14 +54,38 @@ class _CentredLayerNorm(keras.layers.LayerNormalization):
 
         x = ops.cast(inputs, "float32")
         centred = x - ops.mean(x, axis=self.axis, keepdims=True)
-        variance = ops.mean(centred * centred, axis=self.axis, keepdims=True)
-        inv = ops.rsqrt(variance + self.epsilon)
+        inv = ops.rsqrt(self._variance_plus_epsilon(centred))
         if self.scale:
             inv = inv * self.gamma
         outputs = centred * inv
         if self.center:
             outputs = outputs + self.beta
         return ops.cast(outputs, self.compute_dtype)
+
+    def _variance_plus_epsilon(self, centred):
+        from keras import ops
+
+        return ops.mean(centred * centred, axis=self.axis, keepdims=True) + self.epsilon
+
+
+class _Int8LayerNorm(_CentredLayerNorm):
+    """The same LayerNorm with var + eps as one FULLY_CONNECTED: mean over the
+    channels as a (C, 1) matmul of 1/C, eps as its bias.
+
+    As a separate int8 ADD, eps (1e-6) has a scale ~1e6 times finer than the
+    variance's, outside the scale ratios XNNPACK's int8 ADD accepts, so that
+    ADD left the delegate: one partition break per LayerNorm. Inside the
+    FULLY_CONNECTED the bias is int32 at the accumulator's scale, which XNNPACK
+    takes. With RSQRT (no int8 XNNPACK kernel) kept in float, a full-int8
+    Mixer is one XNNPACK partition.
+    """
+
+    def _variance_plus_epsilon(self, centred):
+        from keras import ops
+
+        channels = centred.shape[-1]
+        mean_weights = ops.full((channels, 1), 1.0 / channels, dtype=centred.dtype)
+        return ops.matmul(centred * centred, mean_weights) + self.epsilon
 
 
 def with_precision(model, precision):
