@@ -9,9 +9,8 @@ import contextlib
 
 import keras
 
+from .common import PRECISIONS
 from .targets import SIGMOID_GELU_TARGETS, check_target
-
-PRECISIONS = ("float32", "bfloat16")
 
 
 def rebuild_for_target(model, target, quantize="none"):
