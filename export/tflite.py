@@ -24,8 +24,10 @@ A sidecar `<model>.json` (see `export.metadata`) carries labels and the
 input contract.
 """
 
-import multiprocessing
+import json
 import os
+import subprocess
+import sys
 import tempfile
 import warnings
 
@@ -188,35 +190,35 @@ def convert(model, *, quantize="none", images=None, io_dtype="float32", float_op
     with tempfile.TemporaryDirectory() as tmp:
         saved = os.path.join(tmp, "saved_model")
         write_batch1_saved_model(model, saved)
-        options = dict(quantize=quantize, io_dtype=io_dtype, float_ops=tuple(float_ops))
+        options = dict(quantize=quantize, io_dtype=io_dtype, float_ops=list(float_ops))
         if not isolate:
             return convert_saved_model(saved, images=images, **options)
         if images is not None:
             np.save(os.path.join(tmp, "calibration.npy"), np.asarray(images, np.float32))
-        child = multiprocessing.get_context("spawn").Process(
-            target=_convert_in_child, args=(tmp,), kwargs=options)
-        child.start()
-        child.join()
-        if child.exitcode != 0:
-            error = os.path.join(tmp, "error.txt")
-            why = open(error, encoding="utf-8").read() if os.path.exists(error) else "no message"
+        # A fresh interpreter, not multiprocessing: it works from any caller
+        # (a script without a __main__ guard, a notebook) and imports only this.
+        child = subprocess.run(
+            [sys.executable, "-c", _CHILD, tmp, json.dumps(options)],
+            capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        if child.returncode != 0:
+            why = child.stderr.strip().splitlines()[-1:] or ["no message"]
             raise RuntimeError(f"TFLite conversion failed in its child process "
-                               f"(exit code {child.exitcode}): {why}")
+                               f"(exit code {child.returncode}): {why[0]}")
         with open(os.path.join(tmp, "model.tflite"), "rb") as f:
             return f.read()
 
 
-def _convert_in_child(tmp, **options):
-    try:
-        calibration = os.path.join(tmp, "calibration.npy")
-        images = np.load(calibration) if os.path.exists(calibration) else None
-        data = convert_saved_model(os.path.join(tmp, "saved_model"), images=images, **options)
-        with open(os.path.join(tmp, "model.tflite"), "wb") as f:
-            f.write(data)
-    except BaseException as err:
-        with open(os.path.join(tmp, "error.txt"), "w", encoding="utf-8") as f:
-            f.write(f"{type(err).__name__}: {err}")
-        raise
+_CHILD = "import sys; from keras_mixer.export.tflite import _convert_in_child; " \
+         "_convert_in_child(*sys.argv[1:])"
+
+
+def _convert_in_child(tmp, options):
+    options = json.loads(options)
+    calibration = os.path.join(tmp, "calibration.npy")
+    images = np.load(calibration) if os.path.exists(calibration) else None
+    data = convert_saved_model(os.path.join(tmp, "saved_model"), images=images, **options)
+    with open(os.path.join(tmp, "model.tflite"), "wb") as f:
+        f.write(data)
 
 
 def convert_saved_model(path, *, quantize="none", images=None, io_dtype="float32",
