@@ -7,6 +7,8 @@ Layer names follow the authors' checkpoint (`stem`, `MixerBlock_{i}`,
 `pre_head_layer_norm`, `head`), so `weights.py` maps keys one to one.
 """
 
+import inspect
+
 import keras
 
 from keras_mixer import keras_weights
@@ -279,6 +281,9 @@ def _variant_builder(variant, public_name):
 
     tags = ", ".join(repr(t) for t in weights_lib.available_tags(variant)) or "none"
     builder.__name__ = builder.__qualname__ = public_name
+    # help() and inspect show Mixer's own arguments, not **kwargs.
+    mixer = inspect.signature(Mixer)
+    builder.__signature__ = mixer.replace(parameters=list(mixer.parameters.values())[1:])
     builder.__doc__ = MIXER_DOCSTRING.format(
         variant=variant, tags=tags, patch=VARIANTS[variant]["patch_size"]
     )
