@@ -365,14 +365,18 @@ def assign_checkpoint(model, arrays, factors=(1, 1)):
     for key, variable in variables.items():
         if key not in arrays:  # head of an include_top=False model has no variable
             raise ValueError(f"weights: no array for {key!r}; nothing was loaded")
-        if tuple(arrays[key].shape) != tuple(variable.shape):
+        array = np.asarray(arrays[key])
+        if tuple(array.shape) != tuple(variable.shape):
             raise ValueError(
-                f"weights: {key!r} has shape {arrays[key].shape}, model needs "
+                f"weights: {key!r} has shape {array.shape}, model needs "
                 f"{tuple(variable.shape)}; nothing was loaded"
             )
-        values[key] = arrays[key]
+        if not np.issubdtype(array.dtype, np.floating) or not np.all(np.isfinite(array)):
+            raise ValueError(f"weights: {key!r} is not finite floating point ({array.dtype}); "
+                             f"nothing was loaded")
+        values[key] = array.astype(variable.dtype)  # every cast before the first write
     for key, variable in variables.items():  # all checked: now write
-        variable.assign(values[key].astype(variable.dtype))
+        variable.assign(values[key])
 
 
 def tile_token_mixing(arrays, factors, num_tokens):
