@@ -140,6 +140,41 @@ def _build(
     return keras.Model(inputs, x, name=name)
 
 
+def feature_extractor(model, *, blocks=None, pre_logits=True):
+    """A model with the same weights whose outputs are intermediate features.
+
+    Returns `keras.Model(model.inputs, outputs)` where `outputs` is a dict:
+    `"block_{i}"`: the token map of block i, (batch, H/P, W/P, C), for each
+    i in `blocks` (default: every block; negative indices count from the end),
+    and `"pre_logits"`: the pooled (batch, C) features the head sees (after the
+    final LayerNorm). It trains with `model.fit` like any Keras model (the
+    weights are shared with `model`), as timm's `forward_intermediates` or
+    big_vision's `out` dict serve dense tasks.
+    """
+    block_layers = [l for l in model.layers if isinstance(l, MixerBlock)]
+    if not block_layers:
+        raise ValueError(f"model: {model.name!r} has no MixerBlock layers; expected a Mixer")
+    depth = len(block_layers)
+    indices = range(depth) if blocks is None else blocks
+    picked = []
+    for i in indices:
+        if not (isinstance(i, int) and -depth <= i < depth):
+            raise ValueError(f"blocks: expected block indices in [{-depth}, {depth}); got {blocks!r}")
+        picked.append(i % depth)
+    grid = tuple(model.get_layer("stem").output.shape[1:3])
+    outputs = {}
+    for i in sorted(set(picked)):
+        layer = block_layers[i]
+        outputs[f"block_{i}"] = keras.layers.Reshape(
+            (*grid, layer.hidden_dim), name=f"block_{i}_map")(layer.output)
+    if pre_logits:
+        norm = model.get_layer("pre_head_layer_norm").output
+        outputs["pre_logits"] = keras.layers.GlobalAveragePooling1D(name="pre_logits")(norm)
+    if not outputs:
+        raise ValueError("blocks: expected at least one output; got no blocks and pre_logits=False")
+    return keras.Model(model.inputs, outputs, name=f"{model.name}_features")
+
+
 def resolve_variant(variant):
     """Returns the config dict of a paper name ("B/16") or checks a custom dict."""
     if isinstance(variant, str) and variant in VARIANTS:
