@@ -25,22 +25,22 @@ def digits(digits_mixer):
     return digits_mixer.path, digits_mixer.x_test, digits_mixer.y_test
 
 
-def _outputs_depend_on_the_image(outputs):
+def _assert_lite_matches_keras(path, model, x):
+    """The .tflite file in LiteRT gives the Keras model's outputs on images x."""
+    lite, x = LiteModel(path), np.asarray(x, np.float32)
+    got = np.stack([lite(image) for image in x])
+    expected = model.predict(x, verbose=0)
     # A random-init Mixer's zero head gives every image the same output, which
     # any broken conversion of the body would match too.
-    assert np.ptp(outputs, axis=0).max() > 1e-2
+    assert np.ptp(expected, axis=0).max() > 1e-2
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("activation", ["softmax", None])
 def test_float32_matches_keras(tmp_path, rng, tiny_checkpoint, activation):
     model = tiny_mixer(tiny_checkpoint[0], classifier_activation=activation)
     report = export_tflite(model, str(tmp_path / "m.tflite"))
-    lite = LiteModel(report["path"])
-    x = rng.uniform(0, 255, (8, SIZE, SIZE, 3)).astype(np.float32)
-    got = np.stack([lite(image) for image in x])
-    expected = model.predict(x, verbose=0)
-    _outputs_depend_on_the_image(expected)
-    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+    _assert_lite_matches_keras(report["path"], model, rng.uniform(0, 255, (8, SIZE, SIZE, 3)))
     # Static batch 1: dense layers stay FULLY_CONNECTED, one XNNPACK partition.
     assert "BATCH_MATMUL(float32)" not in report["ops"]
     assert report["xnnpack"] == {"partitions": 1, "whole_graph": True}
@@ -110,12 +110,7 @@ def test_op_lists_fit_each_target(tmp_path, rng, tiny_checkpoint, target):
         assert "GELU" not in names and "LOGISTIC" in names
         assert names <= targets.SUPPORTED_OPS[target]
     if quantize == "none":  # the sigmoid form is the same function
-        lite = LiteModel(report["path"])
-        x = rng.uniform(0, 255, (4, SIZE, SIZE, 3)).astype(np.float32)
-        got = np.stack([lite(image) for image in x])
-        expected = model.predict(x, verbose=0)
-        _outputs_depend_on_the_image(expected)
-        np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+        _assert_lite_matches_keras(report["path"], model, rng.uniform(0, 255, (4, SIZE, SIZE, 3)))
 
 
 def test_unsupported_ops_are_named():
