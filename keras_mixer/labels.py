@@ -50,9 +50,11 @@ def decode_predictions(preds, top=5):
 
 
 def top_k(scores, k):
-    """Indices of the `k` highest scores, best first; ties put the higher index
-    first, as `keras.applications.imagenet_utils.decode_predictions` does."""
-    return np.argsort(np.asarray(scores), kind="stable")[::-1][:k]
+    """Indices of the `k` highest scores, best first, computed exactly as
+    `keras.applications.imagenet_utils.decode_predictions` does, so ties come
+    out in Keras' order (NumPy's default sort, whose tie order can depend on the
+    CPU's vector extensions)."""
+    return np.asarray(scores).argsort()[-k:][::-1]
 
 
 def read_label_file(path, arg="labels"):

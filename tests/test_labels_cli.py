@@ -24,9 +24,28 @@ def test_labels_ship_offline_in_imagenet_order():
     assert len(labels) == 1000 and len(imagenet_labels(21843)) == 21843
     assert labels[0] == ("n01440764", "tench")
     assert labels[281] == ("n02123045", "tabby")
-    assert labels[999] == ("n15075141", "toilet tissue")
+    assert labels[999] == ("n15075141", "toilet_tissue")  # Keras' own spelling
+    assert labels[386] == ("n02504458", "African_elephant")
     wnids = [w for w, _ in labels]
     assert wnids == sorted(wnids)  # TFDS imagenet2012 order: sorted WordNet ids
+
+
+def test_decode_predictions_equals_keras_ties_included(monkeypatch):
+    """Same tuples as keras.applications' decode_predictions, given the same class
+    index (Keras downloads its index; here it is served from our list)."""
+    from keras.src.applications import imagenet_utils
+
+    index = {str(i): list(pair) for i, pair in enumerate(imagenet_labels(1000))}
+    monkeypatch.setattr(imagenet_utils, "CLASS_INDEX", index)
+    probs = np.zeros((3, 1000), np.float32)
+    probs[0, [5, 7, 9]] = 0.3  # a three-way tie: ordered as Keras orders it
+    probs[1] = np.random.default_rng(0).random(1000)
+    probs[2, 386] = 1.0
+    for top in (1, 3, np.int64(5)):
+        ours = keras_mixer.decode_predictions(probs, top=top)
+        theirs = imagenet_utils.decode_predictions(probs, top=int(top))
+        assert [[(w, n, pytest.approx(s)) for w, n, s in row] for row in ours] == \
+            [[tuple(t) for t in row] for row in theirs]
 
 
 def test_decode_predictions_top_k():
@@ -36,8 +55,8 @@ def test_decode_predictions_top_k():
     decoded = keras_mixer.decode_predictions(probs, top=3)
     assert decoded[0] == [("n02123045", "tabby", pytest.approx(0.7)),
                           ("n01440764", "tench", pytest.approx(0.2)),
-                          ("n01496331", "electric ray", pytest.approx(0.1))]
-    assert decoded[1][0][:2] == ("n15075141", "toilet tissue")
+                          ("n01496331", "electric_ray", pytest.approx(0.1))]
+    assert decoded[1][0][:2] == ("n15075141", "toilet_tissue")
     big = np.zeros((1, 21843)); big[0, 5] = 1
     assert keras_mixer.decode_predictions(big, top=1)[0][0][0] == imagenet_labels(21843)[5][0]
     with pytest.raises(ValueError, match=key_parts("preds:", "(batch, 1000)", "(batch, 21843)", "(2, 10)")):

@@ -10,6 +10,7 @@ import reference
 from helpers import TINY, images, key_parts, tiny_mixer, write_checkpoint
 
 import keras_mixer
+from keras_mixer import weight_files
 from keras_mixer import weights as weights_lib
 
 
@@ -23,10 +24,11 @@ def test_unknown_variant_lists_the_valid_ones():
 
 def test_weights_tag_not_released_for_variant_lists_valid_tags():
     with pytest.raises(ValueError, match=key_parts(
-            "weights:", "'imagenet'", "S/32", "[None, 'imagenet_gsam', 'a path to a .npz or .weights.h5 file']")):
-        keras_mixer.MixerS32(weights="imagenet")
+            "weights:", "'imagenet21k'", "S/32", "[None, 'imagenet', 'imagenet_gsam', 'hf://OWNER/REPO'")):
+        keras_mixer.MixerS32(weights="imagenet21k")
     with pytest.raises(ValueError, match=key_parts(
-            "weights:", "[None, 'imagenet', 'imagenet21k', 'imagenet_sam', 'imagenet_gsam'", "'imagenet1k'")):
+            "weights:", "[None, 'imagenet', 'imagenet21k', 'imagenet_sam', 'imagenet_gsam', "
+            "'imagenet_miil', 'imagenet21k_miil'", "'imagenet1k'")):
         keras_mixer.MixerB16(weights="imagenet1k")
 
 
@@ -45,10 +47,12 @@ def test_head_arguments_must_fit_the_checkpoint(tiny_checkpoint):
 
 def test_input_shape_errors_name_the_value(tiny_checkpoint):
     path, _ = tiny_checkpoint
-    with pytest.raises(ValueError, match=key_parts("input_shape:", "patch size 4", "(18, 16, 3)")):
-        keras_mixer.Mixer(TINY, input_shape=(18, 16, 3))
-    with pytest.raises(ValueError, match=key_parts("input_shape:", "(height, width, 3)", "(16, 16)")):
+    with pytest.raises(ValueError, match=key_parts("input_shape:", "(height, width, channels)", "(16, 16)")):
         keras_mixer.Mixer(TINY, input_shape=(16, 16))
+    with pytest.raises(ValueError, match=key_parts("input_shape:", "positive ints", "(16, 0, 3)")):
+        keras_mixer.Mixer(TINY, input_shape=(16, 0, 3))
+    with pytest.raises(ValueError, match=key_parts("input_shape:", f"{path!r}", "3 (RGB)", "(16, 16, 1)")):
+        keras_mixer.Mixer(TINY, weights=path, input_shape=(16, 16, 1))
     with pytest.raises(ValueError, match=key_parts(
             "input_shape:", f"weights={path!r}", "16x16", "multiples of 16x16", "(24, 24, 3)")):
         keras_mixer.Mixer(TINY, weights=path, input_shape=(24, 24, 3))
@@ -64,7 +68,7 @@ def test_input_shape_errors_name_the_value(tiny_checkpoint):
         (dict(drop_path_rate=-0.1), ("drop_path_rate:", "[0, 1)", "-0.1")),
         (dict(classes=0), ("classes:", "positive int", "0")),
         (dict(include_top="yes"), ("include_top:", "True or False", "'yes'")),
-        (dict(gelu_form="erf"), ("gelu_form:", "('tanh', 'sigmoid')", "'erf'")),
+        (dict(gelu_form="gauss"), ("gelu_form:", "('tanh', 'sigmoid', 'erf')", "'gauss'")),
     ],
 )
 def test_option_errors(kwargs, message):
@@ -78,18 +82,21 @@ def test_missing_truncated_pickled_and_foreign_files(tmp_path, tiny_checkpoint):
         keras_mixer.Mixer(TINY, weights=str(tmp_path / "nope.npz"))
     truncated = tmp_path / "truncated.npz"
     truncated.write_bytes(pathlib.Path(path).read_bytes()[:1000])
-    with pytest.raises(ValueError, match=key_parts("weights:", repr(str(truncated)), "readable .npz")):
+    with pytest.raises(ValueError, match=key_parts("weights:", repr(str(truncated)), "readable checkpoint")):
         keras_mixer.Mixer(TINY, weights=str(truncated))
     text = tmp_path / "text.npz"
     text.write_text("not an archive")
-    with pytest.raises(ValueError, match=key_parts("weights:", repr(str(text)), "readable .npz")):
+    with pytest.raises(ValueError, match=key_parts("weights:", repr(str(text)), "readable checkpoint")):
         keras_mixer.Mixer(TINY, weights=str(text))
     pickled = tmp_path / "pickled.npz"
     np.savez(pickled, **{**params, "stem/bias": np.array([object()], dtype=object)})
-    with pytest.raises(ValueError, match=key_parts("weights:", repr(str(pickled)), "readable .npz", "allow_pickle")):
+    # Refused from its header: an object array is never unpickled.
+    with pytest.raises(ValueError, match=key_parts(
+            "weights:", repr(str(pickled)), "not floating point", "'stem/bias'", "object")):
         keras_mixer.Mixer(TINY, weights=str(pickled))
     with pytest.raises(ValueError, match=key_parts(
-            "weights:", "[None, 'a path ending in .npz or .weights.h5']", "'model.pt'")):
+            "weights:", "[None, 'hf://OWNER/REPO', 'a path to a .npz, .weights.h5 or .keras file",
+            "'model.pt'")):
         keras_mixer.Mixer(TINY, weights="model.pt")
 
 
@@ -197,8 +204,8 @@ def test_download_through_get_file_from_a_file_url(tmp_path, monkeypatch, s32_bu
 def _get_file_into(cache):
     real = keras.utils.get_file
 
-    def get_file(fname, origin, cache_subdir, cache_dir=None):
-        return real(fname, origin=origin, cache_subdir=cache_subdir, cache_dir=str(cache))
+    def get_file(fname, origin, cache_subdir, cache_dir=None, **kwargs):
+        return real(fname, origin=origin, cache_subdir=cache_subdir, cache_dir=str(cache), **kwargs)
 
     return get_file
 
@@ -227,11 +234,13 @@ def test_download_failure_says_which_url_and_where_to_put_the_file(tmp_path, mon
 
 
 def test_tags_say_what_the_files_are():
-    assert "from scratch on ImageNet-1k" in weights_lib.CHECKPOINTS["imagenet"]["description"]
+    assert "from-scratch files for B/16 and L/16" in weights_lib.CHECKPOINTS["imagenet"]["description"]
+    assert weights_lib.CHECKPOINTS["imagenet"]["files"]["S/32"] == "gsam/Mixer-S_32.npz"
     assert "not fine-tuned" in weights_lib.CHECKPOINTS["imagenet21k"]["description"]
     assert weights_lib.CHECKPOINTS["imagenet21k"]["classes"] == 21843
-    assert weights_lib.available_tags("B/16") == ["imagenet", "imagenet21k", "imagenet_sam", "imagenet_gsam"]
-    assert weights_lib.available_tags("S/8") == ["imagenet_gsam"]
+    assert weights_lib.available_tags("B/16") == ["imagenet", "imagenet21k", "imagenet_sam",
+                                                  "imagenet_gsam", "imagenet_miil", "imagenet21k_miil"]
+    assert weights_lib.available_tags("S/8") == ["imagenet", "imagenet_gsam"]
     assert weights_lib.available_tags("H/14") == []
     assert "'imagenet_gsam'" in keras_mixer.MixerS8.__doc__
 
@@ -247,11 +256,12 @@ def test_real_size_b16_checkpoint_matches_reference(tmp_path, rng):
 
 def test_npz_shapes_reads_headers_like_np_load(tiny_checkpoint, tmp_path):
     path, params = tiny_checkpoint
-    assert weights_lib.npz_shapes(path) == {k: v.shape for k, v in params.items()}
+    want = {k: (v.shape, v.dtype.name) for k, v in params.items()}
+    assert weight_files.npz_headers(path) == want
     compressed = tmp_path / "compressed.npz"
     np.savez_compressed(compressed, **params)
-    assert weights_lib.npz_shapes(str(compressed)) == {k: v.shape for k, v in params.items()}
+    assert weight_files.npz_headers(str(compressed)) == want
     fake = tmp_path / "fake.npz"
     fake.write_bytes(b"PK\x03\x04 not really a zip")
-    with pytest.raises(ValueError, match=key_parts("weights:", repr(str(fake)), "readable .npz")):
-        weights_lib.npz_shapes(str(fake))
+    with pytest.raises(ValueError, match=key_parts("weights:", repr(str(fake)), "readable checkpoint")):
+        weight_files.npz_headers(str(fake))
