@@ -88,9 +88,9 @@ def load_image(path, size=(224, 224), *, crop_fraction=CROP_FRACTION, interpolat
             pixels = img.width * img.height
             if pixels > max_pixels:
                 raise ValueError(
-                    f"image: {path!r} has {img.width}x{img.height} = {pixels:,} pixels; "
+                    f"path: {path!r} has {img.width}x{img.height} = {pixels:,} pixels; "
                     f"expected at most max_pixels={max_pixels:,}")
             array = np.asarray(img.convert("RGB"))
     except (OSError, Image.DecompressionBombError) as err:
-        raise ValueError(f"image: cannot read {path!r} as an image: {err}") from err
+        raise ValueError(f"path: cannot read {path!r} as an image: {err}") from err
     return eval_resize_crop(array, size, crop_fraction, interpolation)

@@ -106,7 +106,7 @@ def test_load_image_refuses_too_many_pixels_before_decoding(tmp_path, rng, monke
 
     # Decoding is Pillow's load(); the header alone must be enough to refuse.
     monkeypatch.setattr(ImageFile.ImageFile, "load", decode)
-    with pytest.raises(ValueError, match=key_parts(repr(path), "1,920 pixels", "max_pixels=1,919")):
+    with pytest.raises(ValueError, match=key_parts("path:", repr(path), "1,920 pixels", "max_pixels=1,919")):
         load_image(path, (16, 16), max_pixels=1919)
 
 
