@@ -68,6 +68,9 @@ def prepare(output_dir, config, overwrite):
         return None
     if overwrite:
         return None
+    if os.path.isdir(os.path.join(output_dir, PREVIOUS)):
+        print(f"{output_dir}: {PREVIOUS}/ holds the run that --overwrite replaced; it is deleted "
+              f"once this run has trained an epoch")
     before, now = _comparable(previous), _comparable(config)
     changed = {k: (before.get(k), now.get(k)) for k in sorted(set(before) | set(now))
                if before.get(k) != now.get(k)}

@@ -119,7 +119,9 @@ def _run(plan, output_dir, strategy_name, precision, jit_compile, per_replica_ba
     work_dir = output_dir if chief else _worker_dir(output_dir)
     finished = outputs.prepare(work_dir, run_config, overwrite)
     if finished is not None:
-        backup.remove(os.path.join(work_dir, outputs.BACKUP))  # left by a kill just before
+        # Left by a kill between the final outputs and their clean-up.
+        backup.remove(os.path.join(work_dir, outputs.BACKUP))
+        outputs.discard_previous(work_dir)
         print(f"{output_dir}: this run already finished (test accuracy "
               f"{finished['test_accuracy']:.4f}); pass --overwrite to train it again")
         return finished
