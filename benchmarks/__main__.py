@@ -50,29 +50,45 @@ def main(argv=None):
             parser.error(f"SECTION: expected 'all' or some of {', '.join(SECTIONS)}; got {name!r}")
     if args.list:
         for name, module in SECTIONS.items():
-            doc = importlib.import_module(module).__doc__
-            print(f"{name:15} {doc.split(chr(10))[0]}")
+            print(f"{name:15} {importlib.import_module(module).__doc__.splitlines()[0]}")
         return
     out = args.out or os.path.join(harness.RESULTS, "quick" if args.quick else "")
     if args.render:
-        for name in sections or [s for s in SECTIONS if os.path.exists(os.path.join(out, s + ".json"))]:
-            with open(os.path.join(out, name + ".json"), encoding="utf-8") as f:
-                data = json.load(f)
-            harness.write_results(name, data, _module(name).render(data), out_dir=out)
+        _render(sections or [s for s in SECTIONS if os.path.exists(_json(out, s))], out, parser)
         return
     if not sections:
-        parser.error("SECTION: expected at least one (or --list, --render)")
+        parser.error("SECTION: expected at least one (or --list, --render); got none")
     for name in sections:
         _wait_idle(args.wait_idle)
-        before, start = os.getloadavg()[0], time.time()
-        print(f"[{name}] 1-min load {before:.2f}", flush=True)
-        data = {"machine": harness.machine_info(), **_module(name).run(quick=args.quick)}
-        data.update(command=" ".join(["python -m benchmarks", *argv]),
-                    utc=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                    wall_s=round(time.time() - start, 1), loads=[before, os.getloadavg()[0]])
-        markdown = _module(name).render(data)
-        harness.write_results(name, data, markdown, out_dir=out)
-        print(markdown, flush=True)
+        print(_measure(name, quick=args.quick, out=out, argv=argv), flush=True)
+
+
+def _render(sections, out, parser):
+    """Rewrites each section's markdown (and JSON, unchanged) from its JSON."""
+    for name in sections:
+        if not os.path.exists(_json(out, name)):
+            parser.error(f"SECTION: no results to render for {name!r}: {_json(out, name)} is missing")
+    for name in sections:
+        with open(_json(out, name), encoding="utf-8") as f:
+            data = json.load(f)
+        harness.write_results(name, data, _module(name).render(data), out_dir=out)
+
+
+def _measure(name, *, quick, out, argv):
+    """Runs one section, writes its results and returns its markdown."""
+    before, start = os.getloadavg()[0], time.time()
+    print(f"[{name}] 1-min load {before:.2f}", flush=True)
+    data = {"machine": harness.machine_info(), **_module(name).run(quick=quick)}
+    data.update(command=" ".join(["python -m benchmarks", *argv]),
+                utc=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                wall_s=round(time.time() - start, 1), loads=[before, os.getloadavg()[0]])
+    markdown = _module(name).render(data)
+    harness.write_results(name, data, markdown, out_dir=out)
+    return markdown
+
+
+def _json(out, name):
+    return os.path.join(out, name + ".json")
 
 
 def _module(name):

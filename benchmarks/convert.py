@@ -1,6 +1,8 @@
-"""Loading the authors' checkpoints: seconds and peak memory of
-`Mixer(variant, weights=<.npz>)` against a random-init build, each in a fresh
-process, on synthetic files in the authors' layout (no download)."""
+"""Checkpoint loading: seconds and peak memory, fresh process each.
+
+`Mixer(variant, weights=<.npz>)` against a random-init build, on synthetic
+files in the authors' layout (no download).
+"""
 
 import json
 import os

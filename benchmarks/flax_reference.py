@@ -1,6 +1,7 @@
-"""The authors' Flax MlpMixer beside keras_mixer on the JAX backend: both jax.jit,
-one synthetic authors'-layout checkpoint, timed in interleaved rounds beside
-float32 GEMM probes (NumPy, JAX). Needs flax (in the `test` extra).
+"""The authors' Flax MlpMixer beside keras_mixer on JAX, timed.
+
+Both jax.jit, one synthetic authors'-layout checkpoint, interleaved rounds
+beside float32 GEMM probes (NumPy, JAX). Needs flax (in the `test` extra).
 
 The Flax module is transcribed from google-research/vision_transformer,
 vit_jax/models_mixer.py (Apache-2.0); tests/test_fidelity_flax.py checks
@@ -100,15 +101,15 @@ def run(*, quick=False):
     with tempfile.TemporaryDirectory() as tmp, JaxWorker() as jax:
         path = os.path.join(tmp, "checkpoint.npz")
         np.savez(path, **arrays)
-        fns = {"keras_mixer jax": jax.model(config, s["size"], s["batch"], weights=path)}
-        fns["authors' flax"], check = jax.flax(config, CLASSES, path)
+        fns = {"keras_mixer jax": jax.model(config, size=s["size"], batch=s["batch"], weights=path)}
+        fns["authors' flax"], check = jax.flax(config, classes=CLASSES, weights=path)
         fns.update({"gemm numpy_f32": lambda: a @ a, "gemm jax_xla_f32": jax.gemm(s["n"])})
         times = harness.interleaved(fns, rounds=s["rounds"])
-    flops = harness.model_flops(config, s["size"], CLASSES) * s["batch"]
+    flops = harness.model_flops(config, s["size"], classes=CLASSES) * s["batch"]
     models, peak = harness.rates(times, flops=flops, batch=s["batch"], n=s["n"])
     return {"variant": s["variant"], "batch": s["batch"], "size": s["size"], "gemm_n": s["n"],
             "models": models, "peak_gflops": peak, **check,
-            "keras_over_flax": harness.ratios(times, "authors' flax", "keras_mixer jax"),
+            "keras_over_flax": harness.ratios(times["authors' flax"], times["keras_mixer jax"]),
             "gemm_gflops": {k: harness.summary([2 * s["n"] ** 3 / t / 1e9 for t in times[k]])
                             for k in times if k.startswith("gemm ")}}
 

@@ -1,5 +1,8 @@
-"""GEMM peak: float32 n^3 matmul in NumPy, TF, TF+XLA and JAX; float32 and int8
-TFLite FULLY_CONNECTED (LiteRT, 1 and 2 threads); all in interleaved rounds."""
+"""GEMM peak of every runtime here, float32 and int8.
+
+float32 n^3 matmul in NumPy, TF, TF+XLA and JAX; float32 and int8 TFLite
+FULLY_CONNECTED in LiteRT at 1 and 2 threads; all in interleaved rounds.
+"""
 
 import os
 import tempfile

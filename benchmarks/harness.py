@@ -2,21 +2,21 @@
 the float32 GEMM probes behind "fraction of peak", FLOP counts, the models
 and images measured, the results writer and the markdown helpers."""
 
+import json
 import os
+import platform
+import re
+import shutil
+import subprocess
+import time
+from importlib import metadata
 
-# Before any section imports TensorFlow: its start-up lines (a CUDA error-level one
-# on CPU machines) would bury the results. Real failures still raise in Python.
+import numpy as np
+
+# Sections import TensorFlow only inside functions, so this comes first: its
+# start-up lines (a CUDA error-level one on CPU machines) would bury the
+# results. Real failures still raise in Python.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-import json  # noqa: E402
-import platform  # noqa: E402
-import re  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
-from importlib import metadata  # noqa: E402
-
-import numpy as np  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)  # child processes run `python -m benchmarks.x` from here
@@ -64,7 +64,7 @@ def machine_line(m):
     if isinstance(m, str):  # the earliest records kept only this
         return f"Machine: {m}."
     load = f"; 1-min load {m['load_avg'][0]:.2f} at start" if "load_avg" in m else ""
-    gpu = ("; GPU: " + ", ".join(m["gpus"]) if m["gpus"] else "; no GPU") if "gpus" in m else ""
+    gpu = ("; GPU: " + ", ".join(m["gpus"]) if m["gpus"] else "; no NVIDIA GPU") if "gpus" in m else ""
     return (f"Machine: {m.get('cpu')}, {m.get('cores')} cores, flags "
             f"{' '.join(m.get('simd_flags', [])) or 'none'}{load}{gpu}. Python {m.get('python')}, "
             + ", ".join(f"{p} {m[p]}" for p in PACKAGES if p in m)
@@ -161,9 +161,9 @@ def rates(times, *, flops, batch, n=GEMM_N):
     return modes, summary(peaks)
 
 
-def ratios(times, numerator, denominator):
-    """{median, min, max} of times[numerator] / times[denominator], round by round."""
-    return summary([a / b for a, b in zip(times[numerator], times[denominator])])
+def ratios(numerators, denominators):
+    """{median, min, max} of numerators[i] / denominators[i]: per-round ratios."""
+    return summary([a / b for a, b in zip(numerators, denominators)])
 
 
 # --- what is measured -----------------------------------------------------
@@ -178,7 +178,7 @@ def config_of(variant):
     return QUICK_MODEL if variant == "quick" else VARIANTS[variant]
 
 
-def model_macs(config, size, classes=1000):
+def model_macs(config, size, *, classes=1000):
     """Multiply-accumulates of one image (paper Table 1 GMACs, to <1%).
 
     stem: S patches x (P*P*3 -> C); per block: token MLP on C columns
@@ -191,8 +191,8 @@ def model_macs(config, size, classes=1000):
     return s * p * p * 3 * c + config["num_blocks"] * block + c * classes
 
 
-def model_flops(config, size, classes=1000):
-    return 2 * model_macs(config, size, classes)
+def model_flops(config, size, *, classes=1000):
+    return 2 * model_macs(config, size, classes=classes)
 
 
 def build(variant, size, **kwargs):
@@ -229,12 +229,11 @@ def write_results(section, data, markdown, *, out_dir=RESULTS):
     return paths
 
 
-def fmt(x, digits=1, scale=1.0):
+def fmt(x, digits=1):
     """'median [min-max]' of a summary, or a plain number."""
     if isinstance(x, dict):
-        return (f"{x['median'] * scale:.{digits}f} "
-                f"[{x['min'] * scale:.{digits}f}-{x['max'] * scale:.{digits}f}]")
-    return f"{x * scale:.{digits}f}"
+        return f"{x['median']:.{digits}f} [{x['min']:.{digits}f}-{x['max']:.{digits}f}]"
+    return f"{x:.{digits}f}"
 
 
 def table(header, rows):

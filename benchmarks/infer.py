@@ -1,5 +1,9 @@
-"""Inference images/s: Keras eager, predict, tf.function, tf.function(jit_compile=True)
-and the JAX backend's jax.jit, each as a fraction of the same round's GEMM peak."""
+"""Inference images/s: eager, predict, tf.function, XLA, JAX jit.
+
+Keras eager `model(x)`, `predict`, `tf.function`, `tf.function(jit_compile=True)`
+and the JAX backend's `jax.jit` (a child process), each as a fraction of the
+same round's GEMM peak.
+"""
 
 from . import harness
 from .jax_worker import JaxWorker
@@ -29,7 +33,7 @@ def _row(jax, probes, variant, batch, s):
            "predict": lambda: model.predict(x, batch_size=batch, verbose=0),
            "tf.function": lambda: graph(x).numpy(),
            "xla": lambda: xla(x).numpy(),
-           "jax_jit": jax.model(config, s["size"], batch),
+           "jax_jit": jax.model(config, size=s["size"], batch=batch),
            **probes}
     first = {name: harness.seconds(fn) for name, fn in fns.items()}  # traces, compiles
     times = harness.interleaved(fns, rounds=s["rounds"], warmup=0)
@@ -39,7 +43,7 @@ def _row(jax, probes, variant, batch, s):
         mode["first_call_s"] = first[name]
     return {"variant": variant, "batch": batch, "gflop_per_image": flops / batch / 1e9,
             "modes": modes, "peak_gflops": peak,
-            "xla_over_eager": harness.ratios(times, "eager", "xla")}
+            "xla_over_eager": harness.ratios(times["eager"], times["xla"])}
 
 
 def render(data):

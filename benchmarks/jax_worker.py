@@ -18,7 +18,7 @@ from . import harness
 
 class JaxWorker:
     """Context manager; `gemm`, `model` and `flax` each set up one jitted
-    function in the child and return a zero-argument callable timing one call."""
+    function in the child and return a zero-argument callable for `interleaved`."""
 
     def __init__(self):
         self.proc = subprocess.Popen(
@@ -45,23 +45,23 @@ class JaxWorker:
             raise RuntimeError(f"JAX worker: {reply['error']}")
         return reply
 
-    def _timer(self, name, **request):
-        self.ask(cmd=name, **request)
-        return lambda: self.ask(cmd="run", fn=name)
+    def _setup(self, name, **request):
+        """Sets up the child's jitted `name`; returns a callable timing one call of it."""
+        reply = self.ask(cmd=name, **request)
+        return (lambda: self.ask(cmd="run", fn=name)), reply
 
     def gemm(self, n):
         """float32 n^3 `jax.jit(jnp.matmul)`."""
-        return self._timer("gemm", n=n)
+        return self._setup("gemm", n=n)[0]
 
-    def model(self, config, size, batch, weights=None):
+    def model(self, config, *, size, batch, weights=None):
         """`jax.jit(model.stateless_call)` of keras_mixer on a batch of random images."""
-        return self._timer("model", config=config, size=size, batch=batch, weights=weights)
+        return self._setup("model", config=config, size=size, batch=batch, weights=weights)[0]
 
-    def flax(self, config, classes, weights):
-        """The authors' Flax module on the same checkpoint and images as `model`
-        (call `model` first); returns (timer, its logits check against `model`)."""
-        check = self.ask(cmd="flax", config=config, classes=classes, weights=weights)
-        return (lambda: self.ask(cmd="run", fn="flax")), check
+    def flax(self, config, *, classes, weights):
+        """The authors' Flax module on `model`'s checkpoint and images (set `model`
+        up first); returns (timer, {max_logit_diff, logit_scale} against `model`)."""
+        return self._setup("flax", config=config, classes=classes, weights=weights)
 
 
 def _setup(request, state):

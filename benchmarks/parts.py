@@ -1,6 +1,9 @@
-"""Where the block time goes under XLA: the blocks' token and channel GEMMs alone,
-the MLPs with their LayerNorm/bias/GELU/residual, and whole blocks, chained over
-all blocks, each as a fraction of the same round's GEMM peak."""
+"""Where the block time goes under XLA: GEMMs, MLPs, whole blocks.
+
+The blocks' token and channel GEMMs alone, the MLPs with their
+LayerNorm/bias/GELU/residual, and whole blocks, chained over all blocks,
+each as a fraction of the same round's GEMM peak.
+"""
 
 import numpy as np
 
@@ -11,7 +14,7 @@ QUICK = dict(variant="quick", size=32, batch=2, rounds=2, n=256)
 PARTS = ("token GEMMs", "channel GEMMs", "token MLP", "channel MLP", "block")
 
 
-def part_fns(config, size, batch):
+def part_fns(config, *, size, batch):
     """{part: (fn, flops)} for PARTS, XLA functions over the same library
     MixerBlocks (random init) and token tensor (batch, S, C):
       token GEMMs    transpose, the two token-mixing matmuls, transpose back
@@ -65,7 +68,7 @@ def part_fns(config, size, batch):
 def run(*, quick=False):
     s = QUICK if quick else FULL
     config = harness.config_of(s["variant"])
-    parts = part_fns(config, s["size"], s["batch"])
+    parts = part_fns(config, size=s["size"], batch=s["batch"])
     times = harness.interleaved({**{k: f for k, (f, _) in parts.items()},
                                  **harness.gemm_probes(s["n"])}, rounds=s["rounds"])
     peaks, block = harness.round_peaks(times, n=s["n"]), times["block"]
@@ -74,7 +77,7 @@ def run(*, quick=False):
                    "gflops": harness.summary([flops / t / 1e9 for t in times[part]]),
                    "peak_fraction": harness.summary([flops / t / 1e9 / p
                                                      for t, p in zip(times[part], peaks)]),
-                   "share_of_block": harness.ratios(times, part, "block")}
+                   "share_of_block": harness.ratios(times[part], block)}
             for part, (_, flops) in parts.items()}
     # What the block spends beyond its GEMMs (token GEMMs include their transposes).
     rest = [b - t - c for b, t, c in zip(block, times["token GEMMs"], times["channel GEMMs"])]

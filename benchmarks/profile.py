@@ -1,5 +1,8 @@
-"""Op-level self time of one forward step from a tf.profiler trace, TF graph
-mode and XLA: which op types the time goes to, data movement included."""
+"""Op-level profile of one forward step, TF graph and XLA.
+
+Self time per op type from a tf.profiler trace: where the time goes, data
+movement (the token-mixing transposes) included.
+"""
 
 import collections
 import glob

@@ -1,5 +1,8 @@
-"""SavedModel serving_default images/s, exported with and without XLA, one float32
-batch, interleaved; the first (compiling) call timed on its own."""
+"""SavedModel serving images/s, exported with and without XLA.
+
+serving_default on one float32 batch, interleaved; the first (compiling)
+call is timed on its own.
+"""
 
 import os
 import tempfile
@@ -29,7 +32,7 @@ def run(*, quick=False):
     out = {key: {"images_per_s": harness.summary([s["batch"] / t for t in times[key]]),
                  "first_call_s": first[key]} for key in fns}
     return {**out, "model": s["variant"], "batch": s["batch"], "size": s["size"],
-            "xla_speedup": harness.ratios(times, "no_xla", "xla")}
+            "xla_speedup": harness.ratios(times["no_xla"], times["xla"])}
 
 
 def render(data):

@@ -1,6 +1,9 @@
-"""TFLite per quantization mode: file size, XNNPACK partitions, batch-1 latency in
-LiteRT (XNNPACK; 1 and 2 threads, interleaved), and accuracy on the embedded
-digits test split, Keras against each .tflite."""
+"""TFLite per quantization mode: size, latency, accuracy.
+
+File size, XNNPACK partitions, batch-1 latency in LiteRT (XNNPACK; 1 and 2
+threads, interleaved), and accuracy on the embedded digits test split, Keras
+against each .tflite.
+"""
 
 import os
 import tempfile
@@ -33,7 +36,7 @@ def run(*, quick=False):
             "converter": "keras_mixer.export.tflite.export_tflite(target='cpu')"}
 
 
-def convert_all(model, calibration, workdir, tag):
+def _convert_all(model, calibration, workdir, tag):
     """{mode: export report plus convert_s} of `model` in every mode of MODES."""
     from keras_mixer.export.tflite import export_tflite
 
@@ -53,8 +56,8 @@ def _speed(variant, s, tmp):
 
     size = s["size"]
     calibration = load_images("default", (size, size), count=s["calibration"])[0]
-    files = convert_all(harness.build(variant, size, classifier_activation="softmax"),
-                        calibration, tmp, variant.replace("/", ""))
+    files = _convert_all(harness.build(variant, size, classifier_activation="softmax"),
+                         calibration, tmp, variant.replace("/", ""))
     image = harness.images(1, size)[0]
     fns = {f"{mode} {t}t": (lambda m=LiteModel(r["path"], num_threads=t): m(image))
            for mode, r in files.items() for t in s["threads"]}
@@ -63,8 +66,8 @@ def _speed(variant, s, tmp):
             "convert_s": {m: r["convert_s"] for m, r in files.items()},
             "xnnpack_partitions": {m: r["xnnpack"]["partitions"] for m, r in files.items()},
             "latency_ms": {k: harness.summary([1e3 * t for t in ts]) for k, ts in times.items()},
-            "speedup_vs_fp32": {k: harness.ratios(times, f"fp32 {k.split()[1]}", k)
-                                for k in times}}
+            "speedup_vs_fp32": {k: harness.ratios(times[f"fp32 {k.split()[1]}"], ts)
+                                for k, ts in times.items()}}
 
 
 def _accuracy(s, tmp):
@@ -82,7 +85,7 @@ def _accuracy(s, tmp):
     model.fit(x_train.astype("float32"), y_train, epochs=s["digits_epochs"], batch_size=64,
               verbose=0)
     out = {}
-    for mode, r in convert_all(model, x_train[:200], tmp, "digits").items():
+    for mode, r in _convert_all(model, x_train[:200], tmp, "digits").items():
         report = verify_tflite(r["path"], model, images=(x_test, y_test), count=len(x_test))
         out[mode] = {k: report[k] for k in ("keras_accuracy", "tflite_accuracy",
                                              "top1_agreement", "max_abs_error")}
@@ -91,7 +94,7 @@ def _accuracy(s, tmp):
 
 def render(data):
     threads = data["threads"]
-    out = [f"# TFLite: size, batch-1 latency and accuracy per quantization mode\n",
+    out = ["# TFLite: size, batch-1 latency and accuracy per quantization mode\n",
            f"Converted with {data['converter']}; latency in LiteRT with XNNPACK at "
            f"{data['size']}x{data['size']}, random-init weights, median [min-max] over "
            "interleaved rounds; speed-up against fp32 at the same thread count.\n"]

@@ -1,5 +1,8 @@
-"""Token mixing: the library's transpose-Dense-transpose against a transpose-free
-einsum form with the same weights, eager, graph and XLA, interleaved."""
+"""Token mixing: transposes against a transpose-free einsum.
+
+The library's transpose-Dense-transpose and an einsum form with the same
+weights, eager, graph and XLA, interleaved.
+"""
 
 from unittest import mock
 
@@ -59,7 +62,7 @@ def run(*, quick=False):
         outputs[name] = fns[f"{name} xla"]()
     times = harness.interleaved(fns, rounds=s["rounds"])
     return {"variant": s["variant"], "batch": s["batch"],
-            "einsum_speedup": {m: harness.ratios(times, f"transpose {m}", f"einsum {m}")
+            "einsum_speedup": {m: harness.ratios(times[f"transpose {m}"], times[f"einsum {m}"])
                                for m in ("eager", "graph", "xla")},
             "images_s": {k: harness.summary([s["batch"] / t for t in ts])
                          for k, ts in times.items()},

@@ -1,7 +1,9 @@
-"""The README's main job, `keras-mixer train` with no arguments, run as a user runs
-it (a fresh process, TensorFlow start-up included), as is and with --jit-compile:
+"""The default job, `keras-mixer train`, as a user runs it.
+
+A fresh process (TensorFlow start-up included), as is and with --jit-compile:
 test top-1 on the embedded digits, wall time, training images/s; then the
-default model's train steps with and without XLA, interleaved in one process."""
+default model's train steps with and without XLA, interleaved in one process.
+"""
 
 import json
 import os

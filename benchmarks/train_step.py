@@ -1,5 +1,7 @@
-"""Training step images/s (train_on_batch, Adam): float32 and mixed_bfloat16,
-each with and without XLA, as a fraction of the same round's GEMM peak."""
+"""Training step images/s: float32 and mixed_bfloat16, XLA or not.
+
+train_on_batch with Adam, each as a fraction of the same round's GEMM peak.
+"""
 
 import numpy as np
 
@@ -40,12 +42,12 @@ def measure(variant, *, size, batch, rounds, n, policies=POLICIES, classes=1000,
     first = {name: harness.seconds(fn) for name, fn in fns.items()}  # traces, compiles
     times = harness.interleaved(fns, rounds=rounds, warmup=0)
     # A step is ~3x the forward FLOPs: the backward pass takes input and weight gradients.
-    flops = 3 * harness.model_flops(config, size, classes) * batch
+    flops = 3 * harness.model_flops(config, size, classes=classes) * batch
     modes, peak = harness.rates(times, flops=flops, batch=batch, n=n)
     for name, mode in modes.items():
         mode["first_call_s"] = first[name]
     return {"variant": variant, "batch": batch, "size": size, "modes": modes, "peak_gflops": peak,
-            "speedup_vs_float32": {m: harness.ratios(times, policies[0], m) for m in modes}}
+            "speedup_vs_float32": {m: harness.ratios(times[policies[0]], times[m]) for m in modes}}
 
 
 def render(data):
@@ -56,7 +58,7 @@ def render(data):
 def table(data):
     """The modes table (also used by train_default)."""
     peak = data.get("peak_gflops")
-    lines = [f"train_on_batch, median [min-max] over interleaved rounds"
+    lines = ["train_on_batch, median [min-max] over interleaved rounds"
              + (f"; GEMM peak {harness.fmt(peak, 0)} GFLOP/s, a step counted as 3x the "
                 "forward FLOPs" if peak else "") + ".\n"]
     return lines + harness.table(
