@@ -53,16 +53,16 @@ def part_fns(config, *, size, batch):
     channel = 2 * 2 * batch * s * c * d_c * len(blocks)
     flops = {"token GEMMs": token, "token MLP": token, "channel GEMMs": channel,
              "channel MLP": channel, "block": token + channel}
-    out = {}
-    for part in PARTS:
-        def chain(v, step=steps[part]):
+    def chained(step):
+        def chain(v):
             for block in blocks:
                 v = step(block, v)
             return tf.reduce_sum(v)
 
         fn = tf.function(chain, jit_compile=True)
-        out[part] = (lambda f=fn: f(x).numpy(), flops[part])
-    return out
+        return lambda: fn(x).numpy()
+
+    return {part: (chained(steps[part]), flops[part]) for part in PARTS}
 
 
 def run(*, quick=False):
