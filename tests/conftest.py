@@ -6,6 +6,19 @@ import pytest
 from helpers import SMALL, TINY_SIZE, tiny_mixer, tiny_params, write_checkpoint
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _release_keras_state():
+    """Frees each module's models, as Keras' own TestCase does between tests: one
+    pytest process builds hundreds of them, up to B/16 and S/32 at full size."""
+    yield
+    import gc
+    import sys
+
+    if "keras" in sys.modules:
+        sys.modules["keras"].backend.clear_session()
+    gc.collect()
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
