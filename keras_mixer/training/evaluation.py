@@ -25,6 +25,7 @@ def evaluate(model, *, weights=REQUIRED, dataset="default", data_dir=None, batch
     argument and the dataset are checked before any checkpoint is downloaded.
     """
     from keras_mixer.inference import load_model  # checks .keras path vs variant + weights
+    from keras_mixer.model import VARIANTS
 
     if split not in SPLITS:
         raise ValueError(f"split: expected one of {list(SPLITS)}; got {split!r}")
@@ -32,7 +33,7 @@ def evaluate(model, *, weights=REQUIRED, dataset="default", data_dir=None, batch
         raise ValueError(f"batch_size: expected an int > 0; got {batch_size!r}")
     datasets.check_spec(dataset, data_dir)
     strategy_lib.check_strategy(strategy)
-    variant = not isinstance(model, keras.Model) and not str(model).endswith(".keras")
+    variant = isinstance(model, dict) or (isinstance(model, str) and model in VARIANTS)
     if variant:
         size = _variant_size(model, weights)
     else:
@@ -68,7 +69,7 @@ def _variant_size(model, weights):
     from keras_mixer import weights as weights_lib
     from keras_mixer.model import resolve_variant
 
-    resolve_variant(model)  # raises for an unknown variant
+    resolve_variant(model)  # raises for a bad config dict
     if weights == REQUIRED:
         raise ValueError(f"weights: evaluating variant {model!r} needs weights named: a tag "
                          f"(e.g. 'imagenet'), a checkpoint file, or None for random "
