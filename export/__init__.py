@@ -1,11 +1,12 @@
 """keras_mixer.export: the deployment path of keras-mixer.
 
 TFLite/LiteRT (float32, float16, dynamic-range and full-integer int8) with
-target checks (cpu, gpu, nnapi, edgetpu) and a sidecar contract for apps,
-verification in the standalone LiteRT interpreter, and SavedModels for
-servers (optionally XLA). It imports the model core, never training.
+target checks (cpu, gpu, nnapi, edgetpu) and a sidecar contract for apps;
+for servers, SavedModels (optionally XLA, optionally bfloat16), ONNX and
+OpenVINO IR; each file verified against its Keras model in its own runtime
+(LiteRT, ONNX Runtime, OpenVINO). It imports the model core, never training.
 
-    from keras_mixer.export import export_tflite, verify_tflite, export_saved_model
+    from keras_mixer.export import export_tflite, export_onnx, export_openvino, verify
 
 The folder is `export/` in the source tree; setuptools installs it as
 `keras_mixer.export`, the only name it is importable under.
@@ -17,5 +18,6 @@ if __name__ != "keras_mixer.export":
 
 from .metadata import read_contract  # noqa: E402
 from .saved_model import export_saved_model  # noqa: E402
+from .servers import export_onnx, export_openvino  # noqa: E402
 from .tflite import export_tflite  # noqa: E402
-from .verify import verify_tflite  # noqa: E402
+from .verify import verify, verify_tflite  # noqa: E402

@@ -1,4 +1,4 @@
-"""The contract a phone app reads: labels, input and output of a .tflite file.
+"""The contract an app reads: labels, input and output of an exported file.
 
 Written as a sidecar JSON next to the model, `<model>.json`: for
 `out/mixer.tflite` the sidecar is `out/mixer.json` (see `sidecar_path`).
@@ -21,9 +21,18 @@ Schema "keras-mixer-tflite/1" (kept exactly; the Android demo parses it):
 - "quantization" holds the parameters read back from the converted file's
   input/output details, null for float tensors.
 - An output of "kind" "probabilities" sums to 1 (after dequantizing).
+
+The server formats (`export.servers`: `out/mixer.onnx`, OpenVINO's
+`out/mixer.xml` + `.bin`) get the same sidecar with their own "format"
+("keras-mixer-onnx/1", "keras-mixer-openvino/1"), a dynamic batch (null)
+as the first dimension of both shapes, float32 tensors (quantization null),
+each tensor's "name" in the runtime (the key a caller feeds and reads),
+and no "quantize" or "target".
 """
 
 FORMAT = "keras-mixer-tflite/1"
+FORMATS = {"tflite": FORMAT, "onnx": "keras-mixer-onnx/1",
+           "openvino": "keras-mixer-openvino/1"}
 
 import json
 import os
@@ -37,9 +46,9 @@ OUTPUT_KINDS = ("probabilities", "logits")
 QUANTIZE_MODES = ("none", "float16", "dynamic", "int8")
 
 
-def sidecar_path(tflite_path):
-    """`out/mixer.tflite` -> `out/mixer.json`."""
-    return os.path.splitext(tflite_path)[0] + ".json"
+def sidecar_path(model_path):
+    """`out/mixer.tflite` (or .onnx, .xml) -> `out/mixer.json`."""
+    return os.path.splitext(model_path)[0] + ".json"
 
 
 def io_contract(tflite):
@@ -71,23 +80,33 @@ def write_sidecar(tflite_path, tflite, *, model_name, labels, quantize, target, 
                   overwrite=False):
     """Writes `<model>.json` for the model bytes `tflite` that will be written
     to `tflite_path`; returns (sidecar path, contract)."""
-    path = sidecar_path(tflite_path)
-    files.check_output(path, overwrite=overwrite)
     inp, out = io_contract(tflite)
+    return write_contract(tflite_path, inp, out, file_format="tflite", model_name=model_name,
+                          labels=labels, kind=kind, overwrite=overwrite,
+                          quantize=quantize, target=target)
+
+
+def write_contract(model_path, inp, out, *, file_format, model_name, labels, kind,
+                   overwrite=False, **fields):
+    """Writes the sidecar of any exported file; returns (sidecar path, contract).
+
+    inp, out: {"shape", "dtype", "quantization"} (plus "name" for the server
+    formats) as read back from the converted file in its own runtime.
+    fields: the format's own keys (tflite: quantize, target; servers: precision).
+    """
+    path = sidecar_path(model_path)
+    files.check_output(path, overwrite=overwrite)
     if len(labels) != out["shape"][-1]:
         raise ValueError(
             f"labels: the model has {out['shape'][-1]} classes; got {len(labels)} labels"
         )
     contract = {
-        "format": FORMAT,
-        "input": {"shape": inp["shape"], "dtype": inp["dtype"], "color": "RGB",
-                  "range": [0, 255], "quantization": inp["quantization"]},
-        "output": {"shape": out["shape"], "dtype": out["dtype"], "kind": kind,
-                   "quantization": out["quantization"]},
+        "format": FORMATS[file_format],
+        "input": {**inp, "color": "RGB", "range": [0, 255]},
+        "output": {**out, "kind": kind},
         "labels": [str(label) for label in labels],
         "model": model_name,
-        "quantize": quantize,
-        "target": target,
+        **fields,
     }
     files.write_bytes(path, json.dumps(contract, indent=1).encode("utf-8"))
     return path, contract
@@ -112,18 +131,24 @@ def _check_contract(c):
         if not ok:
             raise ValueError(f"metadata {field}: expected {allowed}; got {value!r}")
 
-    need(c.get("format") == FORMAT, "format", c.get("format"), repr(FORMAT))
+    # A wrong tflite version gets the message the Android app gives, too.
+    formats = list(FORMATS.values())
+    tflite_like = str(c.get("format")).startswith("keras-mixer-tflite")
+    need(c.get("format") in formats, "format", c.get("format"),
+         repr(FORMAT) if tflite_like else formats)
+    tflite = c["format"] == FORMAT
+    batch, batch_text = (1, "1") if tflite else (None, "null")
     inp, out = c.get("input", {}), c.get("output", {})
     shape = inp.get("shape")
-    need(isinstance(shape, list) and len(shape) == 4 and shape[0] == 1 and shape[3] == 3,
-         "input.shape", shape, "[1, H, W, 3]")
+    need(isinstance(shape, list) and len(shape) == 4 and shape[0] == batch and shape[3] == 3,
+         "input.shape", shape, f"[{batch_text}, H, W, 3]")
     need(inp.get("color") == "RGB", "input.color", inp.get("color"), "'RGB'")
     need(inp.get("range") == [0, 255], "input.range", inp.get("range"), "[0, 255]")
     need(out.get("kind") in OUTPUT_KINDS, "output.kind", out.get("kind"), OUTPUT_KINDS)
     labels = c.get("labels")
     need(isinstance(out.get("shape"), list) and len(out["shape"]) == 2
-         and isinstance(labels, list) and out["shape"] == [1, len(labels)],
-         "output.shape", out.get("shape"), "[1, len(labels)]")
+         and isinstance(labels, list) and out["shape"] == [batch, len(labels)],
+         "output.shape", out.get("shape"), f"[{batch_text}, len(labels)]")
     for name, tensor in (("input", inp), ("output", out)):
         need(tensor.get("dtype") in DTYPES, f"{name}.dtype", tensor.get("dtype"), DTYPES)
         quant = tensor.get("quantization")
@@ -132,8 +157,12 @@ def _check_contract(c):
             isinstance(quant.get("scale"), float) and isinstance(quant.get("zero_point"), int))),
             f"{name}.quantization", quant,
             "null for float32, else {'scale': float, 'zero_point': int}")
-    need(c.get("quantize") in QUANTIZE_MODES, "quantize", c.get("quantize"), QUANTIZE_MODES)
-    from .targets import TARGETS
-
-    need(c.get("target") in TARGETS, "target", c.get("target"), TARGETS)
+        if not tflite:
+            need(isinstance(tensor.get("name"), str) and tensor["name"], f"{name}.name",
+                 tensor.get("name"), "the tensor's name in the runtime")
     need(isinstance(c.get("model"), str), "model", c.get("model"), "a string")
+    if tflite:
+        need(c.get("quantize") in QUANTIZE_MODES, "quantize", c.get("quantize"), QUANTIZE_MODES)
+        from .targets import TARGETS
+
+        need(c.get("target") in TARGETS, "target", c.get("target"), TARGETS)

@@ -8,6 +8,11 @@ in logits):
                    -> labels string (N, k), scores float32 (N, k), classes int32 (N, k)
                    with the paper's eval transform (resize, centre crop) in the graph
 With `xla=True` the model's compute is a `tf.function(jit_compile=True)`.
+With `precision="bfloat16"` it runs under Keras' mixed_bfloat16 policy
+(`rebuild.with_precision`: float32 weights, head and outputs; bfloat16
+matmuls). Its probabilities differ from float32 by up to BFLOAT16_TOLERANCE;
+it pays only where the hardware multiplies bfloat16 natively (AVX512_BF16/AMX
+CPUs, GPUs, TPUs): see docs/performance for measurements.
 XLA programs are not stored in the SavedModel: each new batch shape compiles
 on its first call (seconds), so a server should warm up: call each signature
 once per batch size it will serve before taking traffic (`warm_up` below), or
@@ -22,20 +27,30 @@ from keras_mixer import files, inference
 from keras_mixer import labels as labels_lib
 
 from . import common
+from .rebuild import PRECISIONS, with_precision
 
 DEFAULT_TOP_K = 5
+# What a bfloat16 SavedModel may differ from its float32 twin by, on
+# probabilities: bfloat16 keeps ~3 significant digits per activation. On the
+# 2-block digits Mixer of tests/test_export_bfloat16.py: max 0.025, top-1
+# agreement 0.997, accuracy +0.3 points (with and without XLA). Deeper
+# models accumulate more: check yours with `export verify`-style held-out data.
+BFLOAT16_TOLERANCE = {"max_abs_error": 0.05, "top1_agreement": 0.98, "accuracy_drop": 0.01}
 
 
 def export_saved_model(model, output, *, weights=None, version=1, xla=False,
-                       top_k=DEFAULT_TOP_K, labels=None, overwrite=False):
+                       precision="float32", top_k=DEFAULT_TOP_K, labels=None, overwrite=False):
     """Writes `output/<version>/` and returns that path.
 
     model: a keras.Model, a `.keras` file, or a variant name (with `weights`).
+    precision: "float32" or "bfloat16" (see the module docstring).
     """
     if not (isinstance(version, int) and version >= 1):
         raise ValueError(f"version: expected an int >= 1; got {version!r}")
     if not isinstance(xla, bool):
         raise ValueError(f"xla: expected True or False; got {xla!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: expected one of {PRECISIONS}; got {precision!r}")
     if not isinstance(output, str) or not output or output.endswith((".tflite", ".keras")):
         raise ValueError(f"output: expected a directory path (NAME, gets NAME/{version}/); got {output!r}")
     if not (isinstance(top_k, int) and top_k >= 1):
@@ -48,7 +63,8 @@ def export_saved_model(model, output, *, weights=None, version=1, xla=False,
     if not (isinstance(top_k, int) and 1 <= top_k <= classes):
         raise ValueError(f"top_k: expected an int in [1, {classes}]; got {top_k!r}")
     names = labels_lib.class_names(classes, labels)
-    module, signatures = build_serving_module(net, size, names, top_k, xla)
+    module, signatures = build_serving_module(with_precision(net, precision), size, names,
+                                              top_k, xla)
     import tensorflow as tf
 
     # TF Serving loads every version directory it sees: the new version appears
@@ -72,7 +88,7 @@ def build_serving_module(model, size, labels, top_k, xla):
 
     @tf.function(jit_compile=xla)
     def compute(images):
-        out = model(images, training=False)
+        out = tf.cast(model(images, training=False), tf.float32)
         return tf.nn.softmax(out) if softmax else out
 
     image_spec = (None, height, width, 3)

@@ -14,7 +14,12 @@ Quantization modes:
            (`io_dtype`) for integer-only accelerators
 `float_ops` keeps the named TFLite ops in float inside an int8 model (the
 standard remedy where LayerNorm statistics or residual adds lose accuracy).
-An int8 model with float output always keeps its final SOFTMAX in float.
+An int8 model with float output always keeps its final SOFTMAX in float and,
+for target="cpu", its LayerNorms' RSQRT (XNNPACK has no int8 RSQRT): with
+`rebuild._Int8LayerNorm` the whole graph is then one XNNPACK partition
+(S/16: 1 instead of 18). The int8 RSQRT kernel itself dequantizes, takes the
+root and requantizes, so the outputs are the same. Integer input/output
+(`io_dtype`, for integer-only accelerators) keeps every op integer.
 A sidecar `<model>.json` (see `export.metadata`) carries labels and the
 input contract.
 """
@@ -76,6 +81,8 @@ def export_tflite(model, output, *, weights=None, quantize="none", target="cpu",
         # int8 probabilities step by 1/256, which rounds most of a 1000-class
         # softmax to 0; with float output the one SOFTMAX op stays float.
         float_ops = tuple(dict.fromkeys(float_ops + ("SOFTMAX",)))
+    if quantize == "int8" and io_dtype == "float32" and target == "cpu":
+        float_ops = tuple(dict.fromkeys(float_ops + ("RSQRT",)))
     from .rebuild import rebuild_for_target
 
     net = rebuild_for_target(net, target, quantize)

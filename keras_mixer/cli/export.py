@@ -1,14 +1,17 @@
-"""`keras-mixer export tflite|saved-model|verify`: parse, then call a plain function."""
+"""`keras-mixer export tflite|saved-model|onnx|openvino|verify`: parse, then call a plain function."""
 
 import json
 
 from keras_mixer.export import data as data_lib
 from keras_mixer.export import tflite as tflite_lib
+from keras_mixer.export.runtimes import OPENVINO_PRECISIONS
+from keras_mixer.export.servers import DEFAULT_TOLERANCE
 from keras_mixer.export.targets import TARGETS
 
 
 def add_parsers(subparsers):
-    export = subparsers.add_parser("export", help="TFLite for phones/edge, SavedModel for servers")
+    export = subparsers.add_parser(
+        "export", help="TFLite for phones/edge; SavedModel, ONNX, OpenVINO for servers")
     sub = export.add_subparsers(dest="export_command", required=True, metavar="FORMAT")
     model_help = "a .keras file, or a variant name (S/16, B/16, ...) with --weights"
 
@@ -38,13 +41,30 @@ def add_parsers(subparsers):
     p.add_argument("--weights", help="weights tag or file for a variant (default: random init)")
     p.add_argument("--version", type=int, default=1, help="version sub-directory (default: 1)")
     p.add_argument("--xla", action="store_true", help="compile the model's compute with XLA")
+    p.add_argument("--precision", default="float32",
+                   help="float32 or bfloat16 (bfloat16 matmuls, float32 weights and outputs; pays "
+                        "on AVX512_BF16/AMX CPUs, GPUs, TPUs) (default: float32)")
     p.add_argument("--top-k", type=int, default=5, help="labels per image of serve_bytes (default: 5)")
     p.add_argument("--labels", help="'digits' or a text file with one class name per line")
     p.add_argument("--overwrite", action="store_true", help="replace an existing NAME/VERSION/")
     p.set_defaults(run=_run_saved_model)
 
-    p = sub.add_parser("verify", help="run a .tflite in LiteRT against its Keras model")
-    p.add_argument("tflite", help="the .tflite file")
+    for name, suffix, runtime in (("onnx", ".onnx", "ONNX Runtime"),
+                                  ("openvino", ".xml", "OpenVINO (+ .bin beside it)")):
+        p = sub.add_parser(name, help=f"{suffix} through Keras' exporter, checked in {runtime}")
+        p.add_argument("model", help=model_help)
+        p.add_argument("-o", "--output", required=True, help=f"OUT{suffix} (+ OUT.json sidecar)")
+        p.add_argument("--weights", help="weights tag or file for a variant (default: random init)")
+        p.add_argument("--labels", help="'digits' or a text file with one class name per line")
+        p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+                       help=f"largest probability difference from Keras allowed on the check "
+                            f"images (default: {DEFAULT_TOLERANCE})")
+        p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+        p.set_defaults(run=_run_server_format, export_format=name)
+
+    p = sub.add_parser("verify", help="run an exported file in its runtime against its Keras model")
+    p.add_argument("tflite", metavar="FILE",
+                   help="the .tflite (LiteRT), .onnx (ONNX Runtime) or .xml (OpenVINO) file")
     p.add_argument("model", help=model_help)
     p.add_argument("--weights", help="weights tag or file for a variant")
     p.add_argument("--images", default="default",
@@ -52,6 +72,9 @@ def add_parsers(subparsers):
     p.add_argument("--data-dir", help="tfds data dir for tfds: --images (default: tfds' own)")
     p.add_argument("-n", "--count", type=int, default=100, help="images to compare (default: 100)")
     p.add_argument("--threads", type=int, default=2, help="interpreter threads (default: 2)")
+    p.add_argument("--precision", default="float32",
+                   help=f"OpenVINO inference precision: one of {OPENVINO_PRECISIONS} "
+                        f"(default: float32; default is the CPU's own, bfloat16 on AVX512_BF16)")
     p.set_defaults(run=_run_verify)
 
 
@@ -77,15 +100,31 @@ def _run_saved_model(args):
     from keras_mixer.export.saved_model import export_saved_model
 
     path = export_saved_model(args.model, args.output, weights=args.weights,
-                              version=args.version, xla=args.xla, top_k=args.top_k,
-                              labels=args.labels, overwrite=args.overwrite)
+                              version=args.version, xla=args.xla, precision=args.precision,
+                              top_k=args.top_k, labels=args.labels, overwrite=args.overwrite)
     print(f"wrote {path} (signatures: serving_default, serve_uint8, serve_bytes; "
-          f"XLA: {'on, compiles on first call per batch size' if args.xla else 'off'})")
+          f"XLA: {'on, compiles on first call per batch size' if args.xla else 'off'}; "
+          f"compute: {args.precision})")
+
+
+def _run_server_format(args):
+    from keras_mixer.export import servers
+
+    export = {"onnx": servers.export_onnx, "openvino": servers.export_openvino}[args.export_format]
+    report = export(args.model, args.output, weights=args.weights, labels=args.labels,
+                    tolerance=args.tolerance, overwrite=args.overwrite)
+    check, contract = report["check"], report["contract"]
+    print(f"wrote {report['path']} ({report['bytes']:,} bytes) and {report['sidecar']}")
+    print(f"input {contract['input']['name']!r} {contract['input']['shape']}, output "
+          f"{contract['output']['name']!r} {contract['output']['shape']} ({contract['output']['kind']})")
+    print(f"checked against Keras on {check['images']} images: max abs difference "
+          f"{check['max_abs_error']:.3g} (probabilities), top-1 agreement {check['top1_agreement']:.3f}")
 
 
 def _run_verify(args):
-    from keras_mixer.export.verify import verify_tflite
+    from keras_mixer.export.verify import verify
 
-    report = verify_tflite(args.tflite, args.model, weights=args.weights, images=args.images,
-                           count=args.count, num_threads=args.threads, data_dir=args.data_dir)
+    report = verify(args.tflite, args.model, weights=args.weights, images=args.images,
+                    count=args.count, num_threads=args.threads, precision=args.precision,
+                    data_dir=args.data_dir)
     print(json.dumps(report, indent=1))
