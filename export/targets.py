@@ -10,6 +10,9 @@ Op lists are read from the flatbuffer with the schema that ships in
 import numpy as np
 
 TARGETS = ("cpu", "gpu", "nnapi", "edgetpu")
+# SavedModel compute precisions (rebuild.with_precision); here so importing the
+# export package, or `keras-mixer export --help`, does not start Keras.
+PRECISIONS = ("float32", "bfloat16")
 # Targets without a GELU kernel: GELU is absent from the GPU delegate's
 # documented op list, from NNAPI and from the Edge TPU compiler's op table
 # (sources below); they get GELU as x * sigmoid(2z) (LOGISTIC, MUL).

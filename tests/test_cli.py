@@ -45,3 +45,10 @@ def test_weights_none_is_explicit_random_init(tmp_path, capsys):
     assert cli.main(["predict", str(tmp_path / "a.png"), "--model", "S/32", "--weights", "none",
                      "--top", "1001"]) == 2
     assert "top: expected an int in [1, 1000]; got 1001" in capsys.readouterr().err
+
+
+def test_exporting_a_variant_needs_explicit_weights(tmp_path, capsys):
+    for fmt in ("tflite", "saved-model", "onnx"):
+        out = str(tmp_path / ("m.tflite" if fmt == "tflite" else "m.onnx" if fmt == "onnx" else "m"))
+        assert cli.main(["export", fmt, "S/16", "-o", out]) == 2
+        assert "weights: exporting the variant 'S/16' needs --weights" in capsys.readouterr().err

@@ -97,7 +97,7 @@ def test_saved_model_cli_reads_the_signatures(tmp_path, trained, monkeypatch, ca
         # Refused before the B/16 is built: building it would fail the test.
         patch.setattr(inference, "load_model", _must_not_be_called)
         assert cli.main(["export", "saved-model", "B/16", "-o", str(tmp_path / "x"),
-                         "--top-k", "0"]) == 2
+                         "--weights", "none", "--top-k", "0"]) == 2
     err = capsys.readouterr().err
     assert "top_k:" in err and "got 0" in err
     path = export_saved_model(model, str(tmp_path / "srv"))
