@@ -1,7 +1,9 @@
 """keras_mixer.export: the deployment path of keras-mixer.
 
-TFLite/LiteRT (float32, float16, dynamic-range and full-integer int8) with
-target checks (cpu, gpu, nnapi, edgetpu) and a sidecar contract for apps;
+TFLite/LiteRT (float32, float16, dynamic-range and full-integer int8, one
+XNNPACK partition) with target checks (cpu, gpu, nnapi, edgetpu) and a
+sidecar contract for apps; LiteRT Quantizer recipes (dynamic, w8a8, w8a16)
+on a float .tflite as a second path;
 for servers, SavedModels (optionally XLA, optionally bfloat16), ONNX and
 OpenVINO IR; each file verified against its Keras model in its own runtime
 (LiteRT, ONNX Runtime, OpenVINO). It imports the model core, never training.
@@ -17,6 +19,7 @@ if __name__ != "keras_mixer.export":
         f"this package is keras_mixer.export; import it under that name, not {__name__!r}")
 
 from .metadata import read_contract  # noqa: E402
+from .quantizer import quantize_tflite  # noqa: E402
 from .saved_model import export_saved_model  # noqa: E402
 from .servers import export_onnx, export_openvino  # noqa: E402
 from .tflite import export_tflite  # noqa: E402

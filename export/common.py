@@ -1,5 +1,8 @@
 """Model facts shared by the TFLite, SavedModel and verification paths."""
 
+# Compute precisions of a server export (`rebuild.with_precision`).
+PRECISIONS = ("float32", "bfloat16")
+
 
 def static_image_size(model):
     """(H, W) of the model's input; raises if either is dynamic."""

@@ -13,7 +13,8 @@ Schema "keras-mixer-tflite/1" (kept exactly; the Android demo parses it):
                 "kind": "probabilities"|"logits",
                 "quantization": {"scale": float, "zero_point": int} or null},
      "labels": ["...", ...], "model": "<model name>",
-     "quantize": "none|float16|dynamic|int8", "target": "cpu|gpu|nnapi|edgetpu"}
+     "quantize": "none|float16|dynamic|int8" (or a LiteRT Quantizer recipe name),
+     "target": "cpu|gpu|nnapi|edgetpu"}
 
 - "range" is the range of the pixel values the app feeds, before any
   quantization: the model rescales 0-255 to [-1, 1] itself. With a quantized
@@ -44,6 +45,8 @@ from keras_mixer import files
 DTYPES = ("float32", "uint8", "int8")
 OUTPUT_KINDS = ("probabilities", "logits")
 QUANTIZE_MODES = ("none", "float16", "dynamic", "int8")
+# "quantize" of files made by LiteRT Quantizer (`export.quantizer`): its recipe names.
+LITERT_RECIPES = ("dynamic_wi8_afp32", "static_wi8_ai8", "static_wi8_ai16")
 
 
 def sidecar_path(model_path):
@@ -162,7 +165,8 @@ def _check_contract(c):
                  tensor.get("name"), "the tensor's name in the runtime")
     need(isinstance(c.get("model"), str), "model", c.get("model"), "a string")
     if tflite:
-        need(c.get("quantize") in QUANTIZE_MODES, "quantize", c.get("quantize"), QUANTIZE_MODES)
+        modes = QUANTIZE_MODES + LITERT_RECIPES
+        need(c.get("quantize") in modes, "quantize", c.get("quantize"), modes)
         from .targets import TARGETS
 
         need(c.get("target") in TARGETS, "target", c.get("target"), TARGETS)

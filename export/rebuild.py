@@ -9,8 +9,8 @@ import contextlib
 
 import keras
 
-from .targets import PRECISIONS, SIGMOID_GELU_TARGETS, check_target
-
+from .common import PRECISIONS
+from .targets import SIGMOID_GELU_TARGETS, check_target
 
 
 def rebuild_for_target(model, target, quantize="none"):
@@ -20,7 +20,7 @@ def rebuild_for_target(model, target, quantize="none"):
     - GELU becomes x * sigmoid(2z) (`gelu_form="sigmoid"`) where `target` lacks
       GELU, and for int8 on every target: XNNPACK has no int8 GELU, so the
       tanh form would leave each GELU to a slower non-delegated kernel
-      (S/16 int8: 14.2 -> 12.7 ms, python -m benchmarks tflite).
+      (S/16 int8: 14.2 -> 12.7 ms, benchmarks/export_tflite.py).
     - Every LayerNorm computes d = x - mean, var = mean(d * d),
       d * (gamma / sqrt(var + eps)) + beta, the same function as Keras'
       x * inv + (-mean * inv + beta). Keras' form converts to NEG (no int8

@@ -27,7 +27,7 @@ from keras_mixer import files, inference
 from keras_mixer import labels as labels_lib
 
 from . import common
-from .targets import PRECISIONS
+from .common import PRECISIONS
 
 DEFAULT_TOP_K = 5
 # What a bfloat16 SavedModel may differ from its float32 twin by, on
@@ -63,7 +63,7 @@ def export_saved_model(model, output, *, weights=None, version=1, xla=False,
     if not (isinstance(top_k, int) and 1 <= top_k <= classes):
         raise ValueError(f"top_k: expected an int in [1, {classes}]; got {top_k!r}")
     names = labels_lib.class_names(classes, labels)
-    from .rebuild import with_precision  # Keras: only once there is work to do
+    from .rebuild import with_precision
 
     module, signatures = build_serving_module(with_precision(net, precision), size, names,
                                               top_k, xla)

@@ -10,9 +10,6 @@ Op lists are read from the flatbuffer with the schema that ships in
 import numpy as np
 
 TARGETS = ("cpu", "gpu", "nnapi", "edgetpu")
-# SavedModel compute precisions (rebuild.with_precision); here so importing the
-# export package, or `keras-mixer export --help`, does not start Keras.
-PRECISIONS = ("float32", "bfloat16")
 # Targets without a GELU kernel: GELU is absent from the GPU delegate's
 # documented op list, from NNAPI and from the Edge TPU compiler's op table
 # (sources below); they get GELU as x * sigmoid(2z) (LOGISTIC, MUL).
@@ -110,18 +107,29 @@ def op_counts(ops):
 def unsupported_ops(ops, target):
     """Sorted op names (with why) that `target` would not run on its accelerator."""
     check_target(target)
-    table = SUPPORTED_OPS[target]
-    bad = set()
-    for item in ops:
-        name = item["op"]
-        if name.startswith("CUSTOM:"):
-            bad.add(f"{name} (custom op)")
-        elif table is not None and name not in table:
-            bad.add(name)
-        elif target == "edgetpu" and name not in ("QUANTIZE", "DEQUANTIZE") \
-                and item["dtype"] not in _QUANTIZED:
-            bad.add(f"{name} ({item['dtype']}: not quantized, runs on the host CPU)")
-    return sorted(bad)
+    return sorted({why for why in (_why_not(item, target) for item in ops) if why})
+
+
+def residency(ops):
+    """{target: {"ops": fraction of the ops its accelerator would hold, "unsupported": [...]}}
+    from the op tables. Partitions are measured for XNNPACK only
+    (`xnnpack_partitions`); the cpu target misses only custom ops."""
+    return {target: {"ops": round(sum(_why_not(item, target) is None for item in ops)
+                                  / max(len(ops), 1), 4),
+                     "unsupported": unsupported_ops(ops, target)} for target in TARGETS}
+
+
+def _why_not(item, target):
+    """None if `target`'s accelerator runs the op, else the op name (and why)."""
+    name, table = item["op"], SUPPORTED_OPS[target]
+    if name.startswith("CUSTOM:"):
+        return f"{name} (custom op)"
+    if table is not None and name not in table:
+        return name
+    if target == "edgetpu" and name not in ("QUANTIZE", "DEQUANTIZE") \
+            and item["dtype"] not in _QUANTIZED:
+        return f"{name} ({item['dtype']}: not quantized, runs on the host CPU)"
+    return None
 
 
 def xnnpack_partitions(tflite, num_threads=2):

@@ -24,6 +24,7 @@ A sidecar `<model>.json` (see `export.metadata`) carries labels and the
 input contract.
 """
 
+import multiprocessing
 import os
 import tempfile
 import warnings
@@ -54,7 +55,7 @@ FLOAT_OP_PRESETS = {
 
 def export_tflite(model, output, *, weights=None, quantize="none", target="cpu",
                   representative="default", num_samples=DEFAULT_SAMPLES, io_dtype="float32",
-                  float_ops=(), labels=None, data_dir=None, overwrite=False):
+                  float_ops=(), labels=None, data_dir=None, isolate=False, overwrite=False):
     """Converts a Mixer and writes `output` plus its sidecar; returns a report dict.
 
     model: a keras.Model, a `.keras` file, or a variant name (with `weights`).
@@ -62,8 +63,15 @@ def export_tflite(model, output, *, weights=None, quantize="none", target="cpu",
         "tfds:NAME[/SPLIT]", its training split), or a uint8/float array
         (N, H, W, 3) of RGB 0-255 images (used by quantize="int8").
     data_dir: the tfds data dir for a "tfds:" representative.
+    isolate: convert in a child process (see `convert`).
+    target="gpu" refuses a graph with any op the LiteRT GPU path lacks (its
+    CompiledModel GPU path fails on one rather than falling back), before
+    anything is written. The report's "residency" gives, per target, the
+    fraction of ops its accelerator would hold (`targets.residency`).
     """
     float_ops = _check_options(quantize, target, io_dtype, float_ops, num_samples)
+    if not isinstance(isolate, bool):
+        raise ValueError(f"isolate: expected True or False; got {isolate!r}")
     files.check_output(output, overwrite=overwrite, suffix=".tflite")
     files.check_output(metadata.sidecar_path(output), overwrite=overwrite)
     if isinstance(representative, str):
@@ -86,16 +94,23 @@ def export_tflite(model, output, *, weights=None, quantize="none", target="cpu",
     from .rebuild import rebuild_for_target
 
     net = rebuild_for_target(net, target, quantize)
-    data = convert(net, quantize=quantize, images=images, io_dtype=io_dtype, float_ops=float_ops)
+    data = convert(net, quantize=quantize, images=images, io_dtype=io_dtype, float_ops=float_ops,
+                   isolate=isolate)
+    ops = targets.model_ops(data)
+    unsupported = targets.unsupported_ops(ops, target)
+    if target == "gpu" and unsupported:
+        raise ValueError(
+            f"target: the LiteRT GPU path cannot run {', '.join(unsupported)} and fails on a "
+            f"graph it cannot hold whole; got target='gpu' for a graph with them")
     sidecar, contract = metadata.write_sidecar(
         output, data, model_name=net.name, labels=names, quantize=quantize, target=target,
         kind=common.output_kind(net), overwrite=overwrite)
     files.write_bytes(output, data)  # the sidecar first: a .tflite never lacks its own
-    ops = targets.model_ops(data)
     return {
         "path": output, "sidecar": sidecar, "bytes": len(data), "contract": contract,
-        "ops": targets.op_counts(ops), "unsupported": targets.unsupported_ops(ops, target),
-        "xnnpack": targets.xnnpack_partitions(data), "float_ops": list(float_ops),
+        "ops": targets.op_counts(ops), "unsupported": unsupported,
+        "xnnpack": targets.xnnpack_partitions(data), "residency": targets.residency(ops),
+        "float_ops": list(float_ops),
     }
 
 
@@ -162,41 +177,82 @@ def representative_images(representative, size, *, num_samples=DEFAULT_SAMPLES, 
     return images[:num_samples].astype(np.float32)
 
 
-def convert(model, *, quantize="none", images=None, io_dtype="float32", float_ops=()):
-    """The .tflite bytes of `model` (static batch 1) in one quantization mode."""
+def convert(model, *, quantize="none", images=None, io_dtype="float32", float_ops=(),
+            isolate=False):
+    """The .tflite bytes of `model` (static batch 1) in one quantization mode.
+
+    isolate: run the converter in a child process. TFLiteConverter keeps
+    memory after every call (tensorflow#122598); a child returns all of it
+    when it exits, so converting many models or modes in one process stays flat.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = os.path.join(tmp, "saved_model")
+        write_batch1_saved_model(model, saved)
+        options = dict(quantize=quantize, io_dtype=io_dtype, float_ops=tuple(float_ops))
+        if not isolate:
+            return convert_saved_model(saved, images=images, **options)
+        if images is not None:
+            np.save(os.path.join(tmp, "calibration.npy"), np.asarray(images, np.float32))
+        child = multiprocessing.get_context("spawn").Process(
+            target=_convert_in_child, args=(tmp,), kwargs=options)
+        child.start()
+        child.join()
+        if child.exitcode != 0:
+            error = os.path.join(tmp, "error.txt")
+            why = open(error, encoding="utf-8").read() if os.path.exists(error) else "no message"
+            raise RuntimeError(f"TFLite conversion failed in its child process "
+                               f"(exit code {child.exitcode}): {why}")
+        with open(os.path.join(tmp, "model.tflite"), "rb") as f:
+            return f.read()
+
+
+def _convert_in_child(tmp, **options):
+    try:
+        calibration = os.path.join(tmp, "calibration.npy")
+        images = np.load(calibration) if os.path.exists(calibration) else None
+        data = convert_saved_model(os.path.join(tmp, "saved_model"), images=images, **options)
+        with open(os.path.join(tmp, "model.tflite"), "wb") as f:
+            f.write(data)
+    except BaseException as err:
+        with open(os.path.join(tmp, "error.txt"), "w", encoding="utf-8") as f:
+            f.write(f"{type(err).__name__}: {err}")
+        raise
+
+
+def convert_saved_model(path, *, quantize="none", images=None, io_dtype="float32",
+                        float_ops=()):
+    """The .tflite bytes of the batch-1 SavedModel at `path` (see `convert`)."""
     import tensorflow as tf
 
-    with tempfile.TemporaryDirectory() as tmp:
-        write_batch1_saved_model(model, tmp)
-        converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
-        if quantize != "none":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if quantize == "float16":
-            converter.target_spec.supported_types = [tf.float16]
-        if quantize != "int8":
-            return converter.convert()
-
-        def dataset():
-            for image in images:
-                yield [image[None]]
-
-        converter.representative_dataset = dataset
-        if float_ops:
-            # The documented selective-quantization path: calibrate, then
-            # quantize everything but the denylisted ops.
-            with warnings.catch_warnings():
-                # The debugger builds a tf.lite.Interpreter internally, which
-                # warns about its deprecation; we run files with LiteRT.
-                warnings.simplefilter("ignore", UserWarning)
-                debugger = tf.lite.experimental.QuantizationDebugger(
-                    converter=converter, debug_dataset=dataset,
-                    debug_options=tf.lite.experimental.QuantizationDebugOptions(
-                        denylisted_ops=list(float_ops)))
-            return debugger.get_nondebug_quantized_model()
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = getattr(tf, io_dtype)
-        converter.inference_output_type = getattr(tf, io_dtype)
+    converter = tf.lite.TFLiteConverter.from_saved_model(path)
+    if quantize != "none":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if quantize != "int8":
         return converter.convert()
+
+    def dataset():
+        for image in images:
+            yield [image[None]]
+
+    converter.representative_dataset = dataset
+    if float_ops:
+        # The documented selective-quantization path: calibrate, then
+        # quantize everything but the denylisted ops.
+        with warnings.catch_warnings():
+            # The debugger builds a tf.lite.Interpreter internally, which
+            # warns about its deprecation; we run files with LiteRT.
+            warnings.simplefilter("ignore", UserWarning)
+            debugger = tf.lite.experimental.QuantizationDebugger(
+                converter=converter, debug_dataset=dataset,
+                debug_options=tf.lite.experimental.QuantizationDebugOptions(
+                    denylisted_ops=list(float_ops)))
+        return debugger.get_nondebug_quantized_model()
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = getattr(tf, io_dtype)
+    converter.inference_output_type = getattr(tf, io_dtype)
+    return converter.convert()
 
 
 def write_batch1_saved_model(model, path):

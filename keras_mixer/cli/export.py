@@ -1,4 +1,5 @@
-"""`keras-mixer export tflite|saved-model|onnx|openvino|verify`: parse, then call a plain function."""
+"""`keras-mixer export tflite|quantize|saved-model|onnx|openvino|verify`: parse, then call
+a plain function."""
 
 import json
 
@@ -51,6 +52,21 @@ def add_parsers(subparsers):
     p.add_argument("--overwrite", action="store_true", help="replace an existing NAME/VERSION/")
     p.set_defaults(run=_run_saved_model)
 
+    p = sub.add_parser("quantize", help="quantize a float .tflite with LiteRT Quantizer recipes")
+    p.add_argument("float_tflite", help="a float .tflite written by `export tflite` (with its sidecar)")
+    p.add_argument("-o", "--output", required=True, help="OUT.tflite")
+    p.add_argument("--recipe", default="w8a8",
+                   help="dynamic (int8 weights; CPU/GPU), w8a8 (int8; CPU/NPU) or w8a16 "
+                        "(int16 activations; NPUs) (default: w8a8)")
+    p.add_argument("--representative", default="default",
+                   help=f"calibration images: {data_lib.SOURCES} (default: the embedded digits)")
+    p.add_argument("--data-dir", help="tfds data dir for a tfds: --representative")
+    p.add_argument("--num-samples", type=int, default=tflite_lib.DEFAULT_SAMPLES,
+                   help=f"calibration images (default: {tflite_lib.DEFAULT_SAMPLES})")
+    p.add_argument("--float-ops", default="", help="ops kept float, comma-separated (RSQRT,...)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(run=_run_quantize)
+
     for name, suffix, runtime in (("onnx", ".onnx", "ONNX Runtime"),
                                   ("openvino", ".xml", "OpenVINO (+ .bin beside it)")):
         p = sub.add_parser(name, help=f"{suffix} through Keras' exporter, checked in {runtime}")
@@ -96,6 +112,8 @@ def _run_tflite(args):
     print(f"XNNPACK (CPU): {xnn['partitions']} partition(s), whole graph in one: {xnn['whole_graph']}")
     unsupported = ", ".join(report["unsupported"]) or "none"
     print(f"unsupported on {args.target}: {unsupported}")
+    print("ops each accelerator would hold: " + ", ".join(
+        f"{target} {r['ops']:.0%}" for target, r in report["residency"].items()))
 
 
 def _run_saved_model(args):
@@ -107,6 +125,22 @@ def _run_saved_model(args):
     print(f"wrote {path} (signatures: serving_default, serve_uint8, serve_bytes; "
           f"XLA: {'on, compiles on first call per batch size' if args.xla else 'off'}; "
           f"compute: {args.precision})")
+
+
+def _run_quantize(args):
+    from keras_mixer.export.quantizer import quantize_tflite
+
+    report = quantize_tflite(args.float_tflite, args.output, recipe=args.recipe,
+                             representative=args.representative, num_samples=args.num_samples,
+                             float_ops=args.float_ops, data_dir=args.data_dir,
+                             overwrite=args.overwrite)
+    out = report["output_error"]
+    print(f"wrote {report['path']} ({report['bytes']:,} bytes), recipe {report['recipe']}")
+    print(f"output vs the float file: SNR {out['snr_db']:.1f} dB, cosine {out['cosine']:.5f}")
+    print("lowest-SNR layers: " + "; ".join(
+        f"{w['tensor']} {w['snr_db']:.1f} dB" for w in report["worst_layers"]))
+    xnn = report["xnnpack"]
+    print(f"XNNPACK (CPU): {xnn['partitions']} partition(s), whole graph in one: {xnn['whole_graph']}")
 
 
 def _run_server_format(args):
