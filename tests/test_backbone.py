@@ -79,3 +79,21 @@ def test_layer_decay_argument_errors():
         with_layer_decay(keras.optimizers.SGD(), model, decay=1.5)
     with pytest.raises(ValueError, match=r"optimizer: expected a keras.optimizers.Optimizer; got 'sgd'"):
         with_layer_decay("sgd", model, decay=0.5)
+
+
+def test_layer_decay_is_a_recipe_field_and_a_flag():
+    from keras_mixer.cli import build_parser
+    from keras_mixer.cli.train import _overrides
+    from keras_mixer.training.recipes import get_recipe
+    from keras_mixer.training.trainer import make_optimizer
+
+    args = build_parser().parse_args(["train", "--layer-decay", "0.75"])
+    assert _overrides(args)["layer_decay"] == 0.75
+    assert get_recipe("finetune")["layer_decay"] == 1.0  # off unless asked for
+    hp = get_recipe("finetune", {"layer_decay": 0.75})
+    model = keras_mixer.Mixer(TINY, input_shape=(TINY_SIZE, TINY_SIZE, 3))
+    optimizer = make_optimizer(hp, 100, model)
+    assert type(optimizer).__name__ == "LayerDecaySGD" and optimizer.layer_decay == 0.75
+    assert type(make_optimizer(get_recipe("finetune"), 100, model)).__name__ == "SGD"
+    with pytest.raises(ValueError, match=r"layer_decay: expected a number in \(0, 1\].*; got 0"):
+        get_recipe("finetune", {"layer_decay": 0})

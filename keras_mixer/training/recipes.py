@@ -35,6 +35,7 @@ RECIPES = {
         crop_area=(0.08, 1.0),    # inception crop: fraction of the image area kept
         flip=True,                # random horizontal flip
         image_size=224,
+        layer_decay=1.0,          # learning rate x decay ** (depth from the top); 1 = off
     ),
     "finetune": dict(
         optimizer="sgd",          # SGD with momentum 0.9
@@ -53,6 +54,7 @@ RECIPES = {
         crop_area=(0.08, 1.0),
         flip=True,
         image_size=224,
+        layer_decay=1.0,          # learning rate x decay ** (depth from the top); 1 = off
     ),
     "default": dict(
         optimizer="adamw",
@@ -71,6 +73,7 @@ RECIPES = {
         crop_area=(0.6, 1.0),     # mild crops: a digit must stay recognisable
         flip=False,               # digits are not mirror-symmetric
         image_size=32,
+        layer_decay=1.0,          # learning rate x decay ** (depth from the top); 1 = off
     ),
 }
 RECIPE_NAMES = tuple(RECIPES)
@@ -82,7 +85,7 @@ SCHEDULES = ("cosine", "linear", "constant")
 FLAG_TYPES = dict(
     epochs=int, batch_size=int, learning_rate=float, weight_decay=float, warmup_steps=int,
     schedule=str, optimizer=str, clipnorm=float, label_smoothing=float, mixup=float,
-    drop_path_rate=float, dropout=float, image_size=int,
+    drop_path_rate=float, dropout=float, image_size=int, layer_decay=float,
 )
 
 
@@ -156,6 +159,8 @@ def _check(r):
     need(len(r["crop_area"]) == 2 and 0 < r["crop_area"][0] <= r["crop_area"][1] <= 1,
          "crop_area", "(low, high) with 0 < low <= high <= 1")
     need(isinstance(r["image_size"], int) and r["image_size"] > 0, "image_size", "an int > 0")
+    need(_number(r["layer_decay"]) and 0 < r["layer_decay"] <= 1, "layer_decay",
+         "a number in (0, 1] (1 turns it off)")
 
 
 def _number(x):

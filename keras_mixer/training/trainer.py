@@ -29,6 +29,7 @@ from keras_mixer.training import outputs
 from keras_mixer.training import recipes as recipes_lib
 from keras_mixer.training import strategy as strategy_lib
 from keras_mixer.training.backup import AtomicBackupAndRestore
+from keras_mixer.training.layer_decay import with_layer_decay
 from keras_mixer.training.schedules import WarmupSchedule
 
 DEFAULT_OUTPUT_DIR = os.path.join("runs", "default")
@@ -156,7 +157,7 @@ def _train(plan, source, run_config, strategy, where):
     with strategy.scope():
         net = build_model(plan, source.num_classes)
         net.compile(
-            optimizer=make_optimizer(hp, steps * hp["epochs"]),
+            optimizer=make_optimizer(hp, steps * hp["epochs"], net),
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=hp["label_smoothing"]),
             metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
                      keras.metrics.TopKCategoricalAccuracy(min(5, source.num_classes), name="top5")],
@@ -246,8 +247,9 @@ def build_model(plan, num_classes):
     return keras.Model(backbone.input, x, name=backbone.name)
 
 
-def make_optimizer(hp, total_steps):
-    """The recipe's optimizer and schedule, with global-norm gradient clipping."""
+def make_optimizer(hp, total_steps, model=None):
+    """The recipe's optimizer and schedule, with global-norm gradient clipping and,
+    when `layer_decay` < 1, layer-wise learning-rate decay over `model`'s blocks."""
     warmup = min(hp["warmup_steps"], total_steps // 2)
     schedule = WarmupSchedule(hp["learning_rate"], warmup, total_steps, hp["schedule"])
     decay = hp["weight_decay"] or None
@@ -261,6 +263,8 @@ def make_optimizer(hp, total_steps):
                                      beta_2=0.999, **clip)
     # Only kernels decay: biases and LayerNorm scales/offsets are left alone.
     opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    if hp.get("layer_decay", 1.0) < 1:
+        opt = with_layer_decay(opt, model, decay=hp["layer_decay"])
     return opt
 
 

@@ -63,7 +63,7 @@ class MixerHyperModel(kt.HyperModel):
             plan["variant"] = trial_variant(plan["variant"], depth, hp.Choice("hidden_dim", WIDTHS))
         model = build_model(plan, self.num_classes)
         model.compile(
-            optimizer=make_optimizer(recipe, self.total_steps),
+            optimizer=make_optimizer(recipe, self.total_steps, model),
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe["label_smoothing"]),
             metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
         )
