@@ -76,8 +76,8 @@ def test_bad_input_is_refused_before_work(tmp_path):
         with pytest.raises(ValueError, match=message):
             quick_train(out, **kwargs)
     # --weights incompatible with --model: the builder's own message, before any work.
-    with pytest.raises(ValueError, match="weights: 'imagenet' is not available for Mixer S/32"):
-        train(model="S/32", weights="imagenet", output_dir=str(out))
+    with pytest.raises(ValueError, match="weights: 'imagenet21k' is not available for Mixer S/32"):
+        train(model="S/32", weights="imagenet21k", output_dir=str(out))
     with pytest.raises(ValueError, match="variant: expected one of"):
         train(model="X/9", output_dir=str(out))
     assert not out.exists()
@@ -92,10 +92,10 @@ def test_bad_input_is_refused_before_work(tmp_path):
 
 
 def test_cli_reports_errors_cleanly(tmp_path, capsys):
-    code = cli.main(["train", "--model", "B/32", "--weights", "imagenet",
+    code = cli.main(["train", "--model", "B/32", "--weights", "imagenet21k",
                      "--output-dir", str(tmp_path / "x")])
     assert code == 2
-    assert "keras-mixer train: error: weights: 'imagenet' is not available for Mixer B/32" in capsys.readouterr().err
+    assert "keras-mixer train: error: weights: 'imagenet21k' is not available for Mixer B/32" in capsys.readouterr().err
     assert cli.main(["train", "--model", "{not json", "--output-dir", str(tmp_path)]) == 2
     assert "model: expected a variant or a JSON config dict" in capsys.readouterr().err
 
