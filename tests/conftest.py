@@ -35,7 +35,7 @@ def tiny_checkpoint(tmp_path, rng):
 def digits_mixer(tmp_path_factory):
     """A SMALL Mixer trained on the embedded digits at TINY_SIZE, once per run.
 
-    Fields: model, path (its .keras file), x_test (uint8), y_test.
+    Fields: model, path (its .keras file), x_train, x_test (uint8), y_test.
     """
     import keras
 
@@ -48,4 +48,5 @@ def digits_mixer(tmp_path_factory):
     model.fit(x_train.astype("float32"), y_train, epochs=10, batch_size=64, verbose=0)
     path = str(tmp_path_factory.mktemp("digits") / "digits.keras")
     model.save(path)
-    return types.SimpleNamespace(model=model, path=path, x_test=x_test, y_test=y_test)
+    return types.SimpleNamespace(model=model, path=path, x_train=x_train, x_test=x_test,
+                                 y_test=y_test)

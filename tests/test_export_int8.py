@@ -7,26 +7,20 @@ import keras
 import numpy as np
 import pytest
 
-from keras_mixer.datasets import embedded_digits
 from keras_mixer.export import rebuild
 from keras_mixer.export.tflite import export_tflite
 from keras_mixer.export.verify import verify
 from keras_mixer.model import Mixer
+from helpers import SMALL, TINY_SIZE
 
-DIGITS_MIXER = dict(num_blocks=2, patch_size=4, hidden_dim=32, tokens_mlp_dim=16,
-                    channels_mlp_dim=64)
-SIZE = 16
-LAYER_NORMS = 2 * DIGITS_MIXER["num_blocks"] + 1  # two per block, one before the head
+SIZE = TINY_SIZE
+LAYER_NORMS = 2 * SMALL["num_blocks"] + 1  # two per block, one before the head
 
 
-@pytest.fixture(scope="module")
-def digits():
-    (x_train, y_train), (x_test, y_test) = embedded_digits(SIZE)
-    keras.utils.set_random_seed(0)
-    model = Mixer(DIGITS_MIXER, input_shape=(SIZE, SIZE, 3), classes=10)
-    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
-    model.fit(x_train.astype("float32"), y_train, epochs=8, batch_size=64, verbose=0)
-    return model, x_train, (x_test, y_test)
+@pytest.fixture
+def digits(digits_mixer):
+    """The shared SMALL Mixer trained on the digits (conftest.digits_mixer)."""
+    return digits_mixer.model, digits_mixer.x_train, (digits_mixer.x_test, digits_mixer.y_test)
 
 
 def test_int8_copy_computes_the_same_function(digits, rng):
@@ -50,7 +44,7 @@ def test_full_int8_is_one_xnnpack_partition_within_a_point(tmp_path, digits):
     floats = {k for k in report["ops"] if k.endswith("(float32)")}
     assert floats == {"RSQRT(float32)", "SOFTMAX(float32)", "QUANTIZE(float32)"}
     assert report["ops"]["RSQRT(float32)"] == LAYER_NORMS
-    assert report["ops"]["FULLY_CONNECTED(int8)"] >= 4 * DIGITS_MIXER["num_blocks"] + 1
+    assert report["ops"]["FULLY_CONNECTED(int8)"] >= 4 * SMALL["num_blocks"] + 1
     result = verify(out, model, images=held_out, count=len(held_out[0]))
     assert result["keras_accuracy"] > 0.9
     assert result["tflite_accuracy"] >= result["keras_accuracy"] - 0.01
