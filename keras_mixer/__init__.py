@@ -19,7 +19,7 @@ __version__ = "0.2.0"
 _EXPORTS = {
     **{name: ".model" for name in (
         "VARIANTS", "Mixer", "MixerS32", "MixerS16", "MixerS8", "MixerB32", "MixerB16",
-        "MixerL32", "MixerL16", "MixerH14")},
+        "MixerL32", "MixerL16", "MixerH14", "feature_extractor")},
     "MixerBlock": ".layers",
     "MlpBlock": ".layers",
     "decode_predictions": ".labels",

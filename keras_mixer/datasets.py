@@ -114,8 +114,7 @@ def _folder(path, holdout, seed):
     split_dirs = [d for d in EVAL_FOLDERS if os.path.isdir(os.path.join(path, d))]
     has_splits = os.path.isdir(os.path.join(path, "train")) and split_dirs
     train_root = os.path.join(path, "train") if has_splits else path
-    classes = sorted(d for d in os.listdir(train_root)
-                     if os.path.isdir(os.path.join(train_root, d)) and not d.startswith("."))
+    classes = _class_folders(train_root)
     files, labels = _list_files(train_root, classes)
     if not files:
         raise ValueError(f"dataset: folder {train_root!r} has no class sub-folders with files; "
@@ -124,6 +123,12 @@ def _folder(path, holdout, seed):
         raise ValueError(f"dataset: folder {train_root!r} has {len(classes)} class ({classes[0]!r}); "
                          f"expected at least 2 class sub-folders")
     files, labels, bad = _readable(files, labels)
+    # A class without images would get a head output that is never trained.
+    empty = [c for i, c in enumerate(classes) if i not in set(labels)]
+    if empty:
+        raise ValueError(f"dataset: folder {train_root!r} has class sub-folders without readable "
+                         f"images: {', '.join(map(repr, empty))}; expected at least one image per "
+                         f"class (add images or move the folder out)")
     if has_splits and not holdout:
         test_files, test_labels, bad_test = _readable(
             *_list_files(os.path.join(path, split_dirs[0]), classes))
@@ -152,6 +157,24 @@ def _files_dataset(paths, targets):
     # from_tensor_slices cannot infer a dtype from an empty list: slice a dummy, take 0.
     data = tf.data.Dataset.from_tensor_slices((paths or [""], targets or [0]))
     return data.take(len(paths)).map(_decode_file, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _class_folders(root):
+    """Sorted class sub-folders of `root`. A link back to `root` (or above it) is
+    not a class: it would add the whole dataset again under a new label."""
+    real_root = os.path.realpath(root)
+    classes = []
+    for name in sorted(os.listdir(root)):
+        folder = os.path.join(root, name)
+        if name.startswith(".") or not os.path.isdir(folder):
+            continue
+        real = os.path.realpath(folder)
+        if os.path.commonpath([real, real_root]) == real:
+            print(f"dataset: ignored {folder!r}: a link back to {real!r}, not a class folder",
+                  file=sys.stderr)
+            continue
+        classes.append(name)
+    return classes
 
 
 def _list_files(root, classes):

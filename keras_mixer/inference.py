@@ -14,6 +14,7 @@ import numpy as np
 
 from keras_mixer import files
 from keras_mixer import labels as labels_lib
+from keras_mixer import weight_files
 from keras_mixer import weights as weights_lib
 
 
@@ -57,24 +58,40 @@ def predict(images, *, model="B/16", weights="imagenet", top=5, labels=None):
     """Top-`top` classes of each image file: [[(label, score), ...], ...].
 
     labels: class names (a list or a text file, one per line) for a custom head;
-    ImageNet heads are named automatically.
+    ImageNet heads are named automatically. Every argument and every image is
+    checked before any download or model work.
     """
-    from keras_mixer.preprocessing import load_image
+    from keras_mixer.preprocessing import eval_transform, load_image
 
     missing = [p for p in images if not os.path.isfile(p)]
     if not images or missing:
         raise FileNotFoundError(f"images: no such file(s): {missing or images}")
-    if not (isinstance(top, (int, np.integer)) and top >= 1):
+    if not (isinstance(top, (int, np.integer)) and not isinstance(top, bool) and top >= 1):
         raise ValueError(f"top: expected an int >= 1; got {top!r}")
-    net = load_model(model, weights=weights)
-    classes = int(net.output_shape[-1])
-    if top > classes:
-        raise ValueError(f"top: expected an int in [1, {classes}]; got {top!r}")
-    names = labels_lib.class_names(classes, labels)
-    size = tuple(net.input_shape[1:3])
-    batch = np.stack([load_image(p, size) for p in images])
+    if isinstance(model, (str, dict)) and not str(model).endswith(".keras"):
+        from keras_mixer.model import resolve_variant
+
+        resolve_variant(model)
+        source = weights_lib.resolve_weights(weights, model)  # no download yet
+        classes, size = source.classes or 1000, source.resolution
+        transform = {k: source.preprocessing[k] for k in ("crop_fraction", "interpolation")
+                     if k in source.preprocessing}
+        names = _check_top_and_labels(top, classes, labels)
+        batch = np.stack([load_image(p, size, **transform) for p in images])
+        net = load_model(model, weights=weights)
+    else:
+        net = load_model(model, weights=weights)
+        names = _check_top_and_labels(top, int(net.output_shape[-1]), labels)
+        batch = np.stack([load_image(p, tuple(net.input_shape[1:3]), **eval_transform(net))
+                          for p in images])
     probs = np.asarray(net.predict(batch, verbose=0))
     return [[(names[i], float(row[i])) for i in labels_lib.top_k(row, top)] for row in probs]
+
+
+def _check_top_and_labels(top, classes, labels):
+    if top > classes:
+        raise ValueError(f"top: expected an int in [1, {classes}]; got {top!r}")
+    return labels_lib.class_names(classes, labels)
 
 
 def convert(checkpoint, output, *, model=None, input_size=None, include_top=True,
@@ -87,7 +104,8 @@ def convert(checkpoint, output, *, model=None, input_size=None, include_top=True
         raise ValueError(f"checkpoint: expected an authors' .npz file; got {checkpoint!r}")
     if not os.path.isfile(checkpoint):
         raise FileNotFoundError(f"checkpoint: no such file: {checkpoint!r}")
-    found = weights_lib.infer_variant(weights_lib.npz_shapes(checkpoint), VARIANTS)
+    headers = weight_files.npz_headers(checkpoint)
+    found = weights_lib.infer_variant({k: s for k, (s, _) in headers.items()}, VARIANTS)
     if model is not None and model != found:
         raise ValueError(f"model: {checkpoint!r} holds a Mixer {found}; got --model {model!r}")
     input_shape = None if input_size is None else (input_size, input_size, 3)

@@ -1,9 +1,15 @@
 """ImageNet labels, shipped with the package so decoding works offline.
 
 `imagenet1k_labels.tsv`: the 1000 classes of the ImageNet-1k heads, in TFDS
-`imagenet2012` order (sorted WordNet ids). `imagenet21k_labels.tsv`: the 21,843
-"fall11" synsets of the ImageNet-21k heads, in the authors' order. Each line is
-`wordnet_id<TAB>first lemma` (from the WordNet lemmas distributed with timm).
+`imagenet2012` order (sorted WordNet ids), named exactly as Keras' own class
+index names them (`African_elephant`; from Keras' Apache-2.0
+imagenet_class_index.json), so `decode_predictions` gives the tuples
+`keras.applications.imagenet_utils.decode_predictions` gives.
+`imagenet21k_labels.tsv`: the 21,843 "fall11" synsets of the ImageNet-21k
+heads, in the authors' order, with their first WordNet lemma (from the lemmas
+distributed with timm). Each line is `wordnet_id<TAB>name`.
+Heads of other sizes (MIIL's 11,221 winter21 classes) take their names from
+their repository's config.json (`label_names`) where it has them.
 """
 
 import functools
@@ -44,9 +50,11 @@ def decode_predictions(preds, top=5):
 
 
 def top_k(scores, k):
-    """Indices of the `k` highest scores, best first; ties put the higher index
-    first, as `keras.applications.imagenet_utils.decode_predictions` does."""
-    return np.argsort(np.asarray(scores), kind="stable")[::-1][:k]
+    """Indices of the `k` highest scores, best first, computed exactly as
+    `keras.applications.imagenet_utils.decode_predictions` does, so ties come
+    out in Keras' order (NumPy's default sort, whose tie order can depend on the
+    CPU's vector extensions)."""
+    return np.asarray(scores).argsort()[-k:][::-1]
 
 
 def read_label_file(path, arg="labels"):

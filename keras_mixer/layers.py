@@ -10,17 +10,23 @@ from keras import ops
 
 # Flax's nn.LayerNorm default; Keras' own default (1e-3) changes the logits.
 LAYER_NORM_EPSILON = 1e-6
-# `tanh`: the tanh approximation of GELU, which the released checkpoints use.
+# `tanh`: the tanh approximation of GELU, which the authors' checkpoints use
+# (Flax's default nn.gelu).
 # `sigmoid`: the same function written as x * sigmoid(2z) (0.5 * (1 + tanh(z))
 # == sigmoid(2z)), made of ops the TFLite GPU delegate and Edge TPU support.
-GELU_FORMS = ("tanh", "sigmoid")
+# `erf`: exact GELU (PyTorch's nn.GELU), which checkpoints trained in PyTorch
+# (Alibaba MIIL's, through timm) need; it differs from tanh by up to 4.7e-4.
+GELU_FORMS = ("tanh", "sigmoid", "erf")
 _SQRT_2_OVER_PI = 0.7978845608028654
 
 
 def gelu(x, form="tanh"):
-    """GELU, tanh approximation, in one of two algebraically equal forms."""
+    """GELU: exact ("erf"), or the tanh approximation in one of two
+    algebraically equal forms ("tanh", "sigmoid")."""
     if form == "tanh":
         return ops.gelu(x, approximate=True)
+    if form == "erf":
+        return ops.gelu(x, approximate=False)
     z = _SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)
     return x * ops.sigmoid(2.0 * z)
 
@@ -143,3 +149,22 @@ class MixerBlock(keras.layers.Layer):
             "gelu_form": self.gelu_form,
             "seed": self.seed,
         }
+
+
+@keras.saving.register_keras_serializable(package="keras_mixer")
+class InputRescaling(keras.layers.Rescaling):
+    """The checkpoint's input normalization of RGB 0-255 pixels (`scale * x +
+    offset`, per channel or scalar), carrying its evaluation transform along
+    with the model: `crop_fraction` and `interpolation` of the resize and
+    centre crop (`keras_mixer.preprocessing.eval_resize_crop`), which the
+    computation here does not use."""
+
+    def __init__(self, scale=1 / 127.5, offset=-1.0, crop_fraction=0.875,
+                 interpolation="bicubic", **kwargs):
+        super().__init__(scale=scale, offset=offset, **kwargs)
+        self.crop_fraction = crop_fraction
+        self.interpolation = interpolation
+
+    def get_config(self):
+        return {**super().get_config(), "crop_fraction": self.crop_fraction,
+                "interpolation": self.interpolation}

@@ -7,10 +7,13 @@ Layer names follow the authors' checkpoint (`stem`, `MixerBlock_{i}`,
 `pre_head_layer_norm`, `head`), so `weights.py` maps keys one to one.
 """
 
+import inspect
+
 import keras
 
+from keras_mixer import keras_weights
 from keras_mixer import weights as weights_lib
-from keras_mixer.layers import LAYER_NORM_EPSILON, GELU_FORMS, MixerBlock
+from keras_mixer.layers import GELU_FORMS, LAYER_NORM_EPSILON, InputRescaling, MixerBlock
 
 # Paper, Table 1. Parameter counts with a 1000-class head (pinned in the tests):
 # S/32 19,104,624; S/16 18,528,264; S/8 20,646,504; B/32 60,293,428;
@@ -35,56 +38,75 @@ def Mixer(
     variant,
     include_top=True,
     weights=None,
+    input_tensor=None,
     input_shape=None,
     pooling=None,
     classes=None,
     classifier_activation="softmax",
+    name=None,
+    *,
     dropout=0.0,
     drop_path_rate=0.0,
-    gelu_form="tanh",
-    name=None,
+    gelu_form=None,
 ):
     """Builds an MLP-Mixer; see `MIXER_DOCSTRING` for the arguments."""
     # Every argument is checked before anything is downloaded or built.
+    if keras.config.image_data_format() != "channels_last":
+        raise ValueError(
+            f"image_data_format: Mixer supports 'channels_last' only (its tokens are "
+            f"row-major patches); got keras.config.image_data_format()="
+            f"{keras.config.image_data_format()!r}")
     config = resolve_variant(variant)
-    _check_options(include_top, pooling, dropout, drop_path_rate, gelu_form)
     source = weights_lib.resolve_weights(weights, variant)
-    if input_shape is None:
-        input_shape = (*source.resolution, 3)
+    _check_options(include_top, pooling, dropout, drop_path_rate, gelu_form)
+    if gelu_form is None:
+        gelu_form = source.gelu_form
+    input_shape = _input_shape(input_tensor, input_shape, source)
     grid = _token_grid(input_shape, config["patch_size"])
     if classes is None:
         classes = source.classes or 1000
     _check_head(classes, classifier_activation, include_top, source)
-    factors = (1, 1)
-    if source.kind in ("tag", "npz"):
+    factors, arrays = (1, 1), None
+    if source.kind in weights_lib.ARRAY_KINDS:
         factors = weights_lib.resolution_factors(source, input_shape)
-        arrays = weights_lib.load_checkpoint(source, config, include_top)
+        arrays = weights_lib.load_checkpoint(source, config, include_top=include_top)
         # K_h x K_w tiles need K_h * K_w copies of the token MLP (Appendix C).
         config["tokens_mlp_dim"] *= factors[0] * factors[1]
+    elif source.tokens_mlp_dim:  # a Keras file of a tiled (high-resolution) model
+        config["tokens_mlp_dim"] = source.tokens_mlp_dim
 
     model = _build(
-        config, grid, tuple(input_shape), include_top, pooling, classes,
-        classifier_activation, dropout, drop_path_rate, gelu_form,
+        config, grid, input_tensor, input_shape, include_top, pooling, classes,
+        classifier_activation, dropout, drop_path_rate, gelu_form, source.preprocessing,
         name or _default_name(variant),
     )
-    if source.kind in ("tag", "npz"):
+    if arrays is not None:
         weights_lib.assign_checkpoint(model, arrays, factors)
-    elif source.kind == "h5":
-        model.load_weights(source.path)
+    elif source.kind == "keras":
+        keras_weights.load(model, source)
     return model
 
 
 def _build(
-    config, grid, input_shape, include_top, pooling, classes,
-    classifier_activation, dropout, drop_path_rate, gelu_form, name,
+    config, grid, input_tensor, input_shape, include_top, pooling, classes,
+    classifier_activation, dropout, drop_path_rate, gelu_form, preprocessing, name,
 ):
     num_blocks, hidden = config["num_blocks"], config["hidden_dim"]
     patch = config["patch_size"]
     num_tokens = grid[0] * grid[1]
-    inputs = keras.Input(shape=input_shape, name="image")
-    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="rescaling")(inputs)
+    if input_tensor is None:
+        inputs = x = keras.Input(shape=input_shape, name="image")
+    elif keras.backend.is_keras_tensor(input_tensor):
+        sources = keras.utils.get_source_inputs(input_tensor)
+        inputs, x = (sources[0] if len(sources) == 1 else sources), input_tensor
+    else:
+        inputs = x = keras.Input(tensor=input_tensor, shape=input_shape, name="image")
+    # The checkpoint's own input normalization (RGB 0-255 in).
+    x = InputRescaling(**preprocessing, name="rescaling")(x)
+    # "same" is the authors' padding; it equals "valid" when the size is a
+    # multiple of the patch, and pads the last row/column of patches otherwise.
     x = keras.layers.Conv2D(
-        hidden, patch, strides=patch, padding="valid", name="stem",
+        hidden, patch, strides=patch, padding="same", name="stem",
         kernel_initializer="lecun_normal",
     )(x)
     x = keras.layers.Reshape((num_tokens, hidden), name="tokens")(x)
@@ -118,6 +140,41 @@ def _build(
     return keras.Model(inputs, x, name=name)
 
 
+def feature_extractor(model, *, blocks=None, pre_logits=True):
+    """A model with the same weights whose outputs are intermediate features.
+
+    Returns `keras.Model(model.inputs, outputs)` where `outputs` is a dict:
+    `"block_{i}"`: the token map of block i, (batch, H/P, W/P, C), for each
+    i in `blocks` (default: every block; negative indices count from the end),
+    and `"pre_logits"`: the pooled (batch, C) features the head sees (after the
+    final LayerNorm). It trains with `model.fit` like any Keras model (the
+    weights are shared with `model`), as timm's `forward_intermediates` or
+    big_vision's `out` dict serve dense tasks.
+    """
+    block_layers = [l for l in model.layers if isinstance(l, MixerBlock)]
+    if not block_layers:
+        raise ValueError(f"model: {model.name!r} has no MixerBlock layers; expected a Mixer")
+    depth = len(block_layers)
+    indices = range(depth) if blocks is None else blocks
+    picked = []
+    for i in indices:
+        if not (isinstance(i, int) and -depth <= i < depth):
+            raise ValueError(f"blocks: expected block indices in [{-depth}, {depth}); got {blocks!r}")
+        picked.append(i % depth)
+    grid = tuple(model.get_layer("stem").output.shape[1:3])
+    outputs = {}
+    for i in sorted(set(picked)):
+        layer = block_layers[i]
+        outputs[f"block_{i}"] = keras.layers.Reshape(
+            (*grid, layer.hidden_dim), name=f"block_{i}_map")(layer.output)
+    if pre_logits:
+        norm = model.get_layer("pre_head_layer_norm").output
+        outputs["pre_logits"] = keras.layers.GlobalAveragePooling1D(name="pre_logits")(norm)
+    if not outputs:
+        raise ValueError("blocks: expected at least one output; got no blocks and pre_logits=False")
+    return keras.Model(model.inputs, outputs, name=f"{model.name}_features")
+
+
 def resolve_variant(variant):
     """Returns the config dict of a paper name ("B/16") or checks a custom dict."""
     if isinstance(variant, str) and variant in VARIANTS:
@@ -141,31 +198,55 @@ def _check_options(include_top, pooling, dropout, drop_path_rate, gelu_form):
     for arg, value in (("dropout", dropout), ("drop_path_rate", drop_path_rate)):
         if not (isinstance(value, (int, float)) and 0 <= value < 1):
             raise ValueError(f"{arg}: expected a number in [0, 1); got {value!r}")
-    if gelu_form not in GELU_FORMS:
-        raise ValueError(f"gelu_form: expected one of {GELU_FORMS}; got {gelu_form!r}")
+    if gelu_form is not None and gelu_form not in GELU_FORMS:
+        raise ValueError(
+            f"gelu_form: expected None (the checkpoint's) or one of {GELU_FORMS}; "
+            f"got {gelu_form!r}")
+
+
+def _input_shape(input_tensor, input_shape, source):
+    """(H, W, channels) from `input_tensor`, `input_shape` or the checkpoint."""
+    if input_tensor is not None:
+        try:
+            tensor_shape = tuple(keras.ops.shape(input_tensor))[1:]
+        except Exception as err:
+            raise ValueError(
+                f"input_tensor: expected a Keras tensor or a backend tensor of shape "
+                f"(batch, H, W, C); got {input_tensor!r}") from err
+        if input_shape is not None and tuple(input_shape) != tensor_shape:
+            raise ValueError(
+                f"input_shape: {input_shape!r} does not match input_tensor's shape "
+                f"{tensor_shape}")
+        input_shape = tensor_shape
+    if input_shape is None:
+        input_shape = (*source.resolution, 3)
+    shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else None
+    if shape is None or len(shape) != 3:
+        raise ValueError(f"input_shape: expected (height, width, channels); got {input_shape!r}")
+    if not all(isinstance(s, int) and s > 0 for s in shape):
+        raise ValueError(
+            f"input_shape: expected positive ints (height, width, channels); got {shape}. "
+            f"A Mixer's token count is fixed by the image size, so height and width "
+            f"cannot be None.")
+    if source.pretrained and shape[2] != 3:
+        raise ValueError(
+            f"input_shape: the {source.name} weights take 3 (RGB) channels; got {shape}")
+    return shape
 
 
 def _token_grid(input_shape, patch):
-    shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else None
-    if (
-        shape is None or len(shape) != 3 or shape[2] != 3
-        or not all(isinstance(s, int) and s > 0 for s in shape)
-    ):
-        raise ValueError(
-            f"input_shape: expected (height, width, 3) with positive ints; "
-            f"got {input_shape!r}"
-        )
-    if shape[0] % patch or shape[1] % patch:
-        raise ValueError(
-            f"input_shape: height and width must be multiples of the patch size "
-            f"{patch}; got {shape}"
-        )
-    return shape[0] // patch, shape[1] // patch
+    """Patches per column and row: the stem pads like the authors' ("SAME")."""
+    return -(-input_shape[0] // patch), -(-input_shape[1] // patch)
 
 
 def _check_head(classes, classifier_activation, include_top, source):
     if not (isinstance(classes, int) and classes > 0):
         raise ValueError(f"classes: expected a positive int; got {classes!r}")
+    try:
+        activation = keras.activations.get(classifier_activation)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"classifier_activation: expected a Keras activation or None; "
+                         f"got {classifier_activation!r}") from err
     if not include_top or not source.pretrained:
         return
     if source.classes and classes != source.classes:
@@ -174,10 +255,11 @@ def _check_head(classes, classifier_activation, include_top, source):
             f"got classes={classes}. Use include_top=False and add your own head "
             f"to train on other classes."
         )
-    if classifier_activation not in ("softmax", None):
+    # As keras.applications: a pretrained head ends in softmax or stays logits.
+    if activation not in (keras.activations.softmax, keras.activations.linear):
         raise ValueError(
             f"classifier_activation: with pretrained weights and include_top=True, "
-            f"expected 'softmax' or None; got {classifier_activation!r}"
+            f"expected 'softmax' or None (logits); got {classifier_activation!r}"
         )
 
 
@@ -189,30 +271,36 @@ def _default_name(variant):
 
 MIXER_DOCSTRING = """Builds MLP-Mixer {variant} (Tolstikhin et al., 2021).
 
-    Inputs are RGB images with values in [0, 255], shape (batch, H, W, 3);
-    rescaling to [-1, 1] is the model's first layer (`preprocess_input` is the
-    identity).
+    Inputs are RGB images with values in [0, 255], shape (batch, H, W, C);
+    the checkpoint's own normalization is the model's first layer
+    (`preprocess_input` is the identity). Arguments follow keras.applications.
 
     Args:
         include_top: whether to end in the classification `head`.
-        weights: None (random init), one of {tags} (the authors'
-            checkpoints, downloaded on first use; see `keras_mixer.weights`),
-            or a path to an authors' `.npz` or a Keras `.weights.h5` file.
-        input_shape: (H, W, 3); defaults to (224, 224, 3). H and W must be
-            multiples of {patch}. With pretrained weights, H and W must be
-            integer multiples of the checkpoint's size: the token-mixing MLPs are
-            then initialised block-diagonally (paper, Appendix C).
+        weights: None (random init), a tag ({tags}; downloaded on first use,
+            see docs/weights.md), `hf://OWNER/REPO` (a timm repository on
+            Hugging Face), a directory laid out like such a repository, an
+            authors' `.npz`, or a `.weights.h5` / `.keras` file.
+        input_tensor: optional Keras tensor (a `keras.Input` or another
+            layer's output) to use as the image input.
+        input_shape: (H, W, C); defaults to the checkpoint's (224, 224, 3).
+            Sizes that are not multiples of {patch} are padded like the
+            authors' stem ("SAME"). C may differ from 3 only with
+            weights=None. With pretrained weights, H and W must be integer
+            multiples of the checkpoint's size: the token-mixing MLPs are then
+            initialised block-diagonally (paper, Appendix C).
         pooling: with include_top=False, None for the (H/{patch}, W/{patch}, C)
             feature map, "avg" or "max" for pooled (batch, C) features.
         classes: head size; defaults to the checkpoint's, else 1000.
         classifier_activation: activation of the "predictions" layer; None
-            returns logits.
-        dropout: dropout rate before the head (fine-tuning).
-        drop_path_rate: stochastic depth at the last block, rising linearly
-            from 0 at the first.
-        gelu_form: "tanh" (default) or the identical "sigmoid" form for
-            accelerators without a GELU op.
+            returns logits. With a pretrained head: "softmax" or None.
         name: model name.
+        dropout: dropout rate before the head (fine-tuning; keyword only).
+        drop_path_rate: stochastic depth at the last block, rising linearly
+            from 0 at the first (keyword only).
+        gelu_form: None (the checkpoint's: "tanh" for the authors' files,
+            "erf" for PyTorch-trained ones), "tanh", "erf", or "sigmoid" (the
+            tanh form in ops accelerators without GELU support; keyword only).
 
     Returns:
         A `keras.Model`.
@@ -220,18 +308,17 @@ MIXER_DOCSTRING = """Builds MLP-Mixer {variant} (Tolstikhin et al., 2021).
 
 
 def _variant_builder(variant, public_name):
-    def builder(include_top=True, weights=None, input_shape=None, pooling=None,
-                classes=None, classifier_activation="softmax", dropout=0.0,
-                drop_path_rate=0.0, gelu_form="tanh", name=None):
-        return Mixer(
-            variant, include_top=include_top, weights=weights,
-            input_shape=input_shape, pooling=pooling, classes=classes,
-            classifier_activation=classifier_activation, dropout=dropout,
-            drop_path_rate=drop_path_rate, gelu_form=gelu_form, name=name,
-        )
+    def builder(include_top=True, weights=None, input_tensor=None, input_shape=None,
+                pooling=None, classes=None, classifier_activation="softmax", name=None,
+                **kwargs):
+        return Mixer(variant, include_top, weights, input_tensor, input_shape, pooling,
+                     classes, classifier_activation, name, **kwargs)
 
     tags = ", ".join(repr(t) for t in weights_lib.available_tags(variant)) or "none"
     builder.__name__ = builder.__qualname__ = public_name
+    # help() and inspect show Mixer's own arguments, not **kwargs.
+    mixer = inspect.signature(Mixer)
+    builder.__signature__ = mixer.replace(parameters=list(mixer.parameters.values())[1:])
     builder.__doc__ = MIXER_DOCSTRING.format(
         variant=variant, tags=tags, patch=VARIANTS[variant]["patch_size"]
     )

@@ -1,67 +1,100 @@
-"""The authors' checkpoints: where they are, how they download, how they load.
+"""Pretrained Mixer weights: the table of every public checkpoint, how a
+`weights=` argument resolves, and strict loading.
 
-The released files are flat NumPy `.npz` archives whose keys are Flax parameter
-paths (`MixerBlock_3/token_mixing/Dense_0/kernel`). Kernels are already in
-Keras layout (HWIO conv, (in, out) dense), so loading is an explicit key table
-plus strict checks: any missing, extra or mis-shaped key raises and names the
-key, before a single variable is written.
+Every source is converted to the authors' key table (`checkpoint_shapes`):
+their `.npz` files keep their Flax keys (`MixerBlock_3/token_mixing/Dense_0/
+kernel`, Keras layouts already); timm's Hugging Face repositories are mapped key
+by key (PyTorch layouts transposed). Loading is strict: any missing, extra,
+mis-shaped, non-float or non-finite tensor raises and names the file and key,
+before a single variable is written (see `weight_files` for the readers).
 
-Downloads go through `keras.utils.get_file` (cache, progress bar). Set
+Downloads: the authors' bucket through `keras.utils.get_file` (set
 `KERAS_MIXER_WEIGHTS_URL` to a mirror URL or to a local directory laid out like
-the bucket (`imagenet1k/Mixer-B_16.npz`, ...) for air-gapped machines.
+the bucket), Hugging Face through `huggingface_hub` (its cache and offline mode).
 """
 
 import dataclasses
 import os
-import zipfile
 
 import numpy as np
+
+from keras_mixer import weight_files as files_lib
 
 BASE_URL = "https://storage.googleapis.com/mixer_models/"
 MIRROR_ENV = "KERAS_MIXER_WEIGHTS_URL"
 CACHE_SUBDIR = "keras_mixer"
 RESOLUTION = 224  # every released checkpoint was trained at 224x224
+HF_PREFIX = "hf://"
 
-# tag -> what the file really is, its head size, and its file per variant.
-# No checksums are published by the authors, so none are checked.
+
+def _bucket(*variants, folder):
+    return {v: f"{folder}/Mixer-{v.replace('/', '_')}.npz" for v in variants}
+
+
+# tag -> the checkpoint files it names, by variant: a path in the authors' bucket
+# (BASE_URL) or a timm repository on Hugging Face. No hashes are published for
+# any of these files, so none are checked (get_file's file_hash is passed through
+# where one is known: FILE_HASHES). docs/weights.md tells each file's provenance.
 CHECKPOINTS = {
     "imagenet": dict(
-        description="ImageNet-1k, trained from scratch on ImageNet-1k (paper: B/16 76.44 top-1)",
+        description="ImageNet-1k classifier: the authors' from-scratch files for B/16 and "
+                    "L/16 (paper: 76.44 / 71.76 top-1), their GSAM-trained files otherwise",
         classes=1000,
-        files={"B/16": "imagenet1k/Mixer-B_16.npz", "L/16": "imagenet1k/Mixer-L_16.npz"},
+        files={**_bucket("B/16", "L/16", folder="imagenet1k"),
+               **_bucket("S/32", "S/16", "S/8", "B/32", folder="gsam")},
     ),
     "imagenet21k": dict(
         description="ImageNet-21k pre-training, 21,843-class head, not fine-tuned on 1k",
-        classes=21843,
-        files={"B/16": "imagenet21k/Mixer-B_16.npz", "L/16": "imagenet21k/Mixer-L_16.npz"},
+        classes=21843, files=_bucket("B/16", "L/16", folder="imagenet21k"),
     ),
     "imagenet_sam": dict(
-        description="ImageNet-1k, trained with SAM",
-        classes=1000,
-        files={"B/16": "sam/Mixer-B_16.npz", "B/32": "sam/Mixer-B_32.npz"},
+        description="ImageNet-1k, trained with SAM", classes=1000,
+        files=_bucket("B/16", "B/32", folder="sam"),
     ),
     "imagenet_gsam": dict(
-        description="ImageNet-1k, trained with GSAM",
-        classes=1000,
-        files={v: f"gsam/Mixer-{v.replace('/', '_')}.npz"
-               for v in ("B/16", "B/32", "S/16", "S/32", "S/8")},
+        description="ImageNet-1k, trained with GSAM", classes=1000,
+        files=_bucket("B/16", "B/32", "S/16", "S/32", "S/8", folder="gsam"),
+    ),
+    "imagenet_miil": dict(
+        description="Alibaba MIIL: ImageNet-21K-P pre-training, fine-tuned on ImageNet-1k "
+                    "in PyTorch (exact GELU; timm: 82.3 top-1)",
+        classes=1000, files={"B/16": "hf://timm/mixer_b16_224.miil_in21k_ft_in1k"},
+    ),
+    "imagenet21k_miil": dict(
+        description="Alibaba MIIL: ImageNet-21K-P (winter21, 11,221 classes), not fine-tuned",
+        classes=11221, files={"B/16": "hf://timm/mixer_b16_224.miil_in21k"},
     ),
 }
-WEIGHT_FILE_SUFFIXES = (".npz", ".weights.h5")
+# timm's copies of the authors' files, named when the bucket cannot be reached.
+HF_COPIES = {
+    "imagenet1k/Mixer-B_16.npz": "timm/mixer_b16_224.goog_in21k_ft_in1k",
+    "imagenet1k/Mixer-L_16.npz": "timm/mixer_l16_224.goog_in21k_ft_in1k",
+    "imagenet21k/Mixer-B_16.npz": "timm/mixer_b16_224.goog_in21k",
+    "imagenet21k/Mixer-L_16.npz": "timm/mixer_l16_224.goog_in21k",
+}
+# get_file hashes (sha256) of files whose content the project has seen; none yet.
+FILE_HASHES = {}
+ARRAY_KINDS = ("tag", "npz", "hf")  # sources read into the authors' key table
 _TOKEN_KEY = "MixerBlock_0/token_mixing/Dense_0/kernel"
 
 
 @dataclasses.dataclass
 class WeightsSource:
-    """What `weights=` resolved to, before any download."""
+    """What `weights=` resolved to, before any large download."""
 
     name: str  # how messages refer to it: the tag or the path
-    kind: str  # "none", "tag", "npz" or "h5"
+    kind: str  # "none", "tag" (bucket .npz), "npz", "hf" (timm repo) or "keras"
     tag: str = None
-    variant: str = None  # for tags: which file of the tag
-    path: str = None
+    variant: str = None
+    path: str = None  # local file, or a timm repository's local directory
+    repo: str = None  # a Hugging Face repository, fetched on load
+    bucket_file: str = None  # for "tag": the file in the authors' bucket
     classes: int = None  # head size of the checkpoint, if known
     resolution: tuple = (RESOLUTION, RESOLUTION)
+    gelu_form: str = "tanh"
+    preprocessing: dict = dataclasses.field(
+        default_factory=lambda: dict(scale=1 / 127.5, offset=-1.0))
+    tokens_mlp_dim: int = None  # "keras": a tiled model's token MLP width
 
     @property
     def pretrained(self):
@@ -75,71 +108,72 @@ def available_tags(variant):
 
 
 def resolve_weights(weights, variant):
-    """Checks `weights=` and says where it points; downloads nothing."""
+    """Checks `weights=` and says where it points; downloads at most a config.json."""
     if weights is None:
         return WeightsSource(name="None", kind="none")
     if isinstance(weights, os.PathLike):
         weights = os.fspath(weights)
+    allowed = [None, *available_tags(variant), "hf://OWNER/REPO",
+               "a path to a .npz, .weights.h5 or .keras file or a timm repository directory"]
     if not isinstance(weights, str):
-        raise ValueError(f"weights: expected None, a tag or a file path; got {weights!r}")
+        raise ValueError(f"weights: expected one of {allowed}; got {weights!r}")
     if weights in CHECKPOINTS:
         if weights not in available_tags(variant):
-            allowed = [None, *available_tags(variant), "a path to a .npz or .weights.h5 file"]
             raise ValueError(
                 f"weights: {weights!r} is not available for Mixer {variant}; "
-                f"expected one of {allowed}"
-            )
-        return WeightsSource(
-            name=repr(weights), kind="tag", tag=weights, variant=variant,
-            classes=CHECKPOINTS[weights]["classes"],
-        )
-    if not weights.endswith(WEIGHT_FILE_SUFFIXES):
-        allowed = [None, *available_tags(variant), "a path ending in .npz or .weights.h5"]
+                f"expected one of {allowed}")
+        where = CHECKPOINTS[weights]["files"][variant]
+        if where.startswith(HF_PREFIX):
+            return _hf_source(where, variant, name=repr(weights), tag=weights)
+        return WeightsSource(name=repr(weights), kind="tag", tag=weights, variant=variant,
+                             bucket_file=where, classes=CHECKPOINTS[weights]["classes"])
+    if weights.startswith(HF_PREFIX):
+        return _hf_source(weights, variant, name=repr(weights))
+    weights = os.path.expanduser(weights)
+    if os.path.isdir(weights):
+        return _hf_source(weights, variant, name=repr(weights))
+    if not weights.endswith((".npz", ".weights.h5", ".keras")):
         raise ValueError(f"weights: expected one of {allowed}; got {weights!r}")
     if not os.path.isfile(weights):
         raise FileNotFoundError(f"weights: no such file: {weights!r}")
-    if weights.endswith(".weights.h5"):
-        return WeightsSource(name=repr(weights), kind="h5", path=weights)
-    shapes = npz_shapes(weights)  # headers only: the arrays are read once, later
+    if not weights.endswith(".npz"):
+        from keras_mixer import keras_weights
+
+        return keras_weights.source(weights, WeightsSource)
+    headers = files_lib.npz_headers(weights)  # headers only: arrays are read once, later
     return WeightsSource(
-        name=repr(weights), kind="npz", path=weights,
-        classes=shapes["head/kernel"][-1] if "head/kernel" in shapes else None,
-        resolution=_native_resolution(shapes, weights),
-    )
+        name=repr(weights), kind="npz", path=weights, variant=variant,
+        classes=headers["head/kernel"][0][-1] if "head/kernel" in headers else None,
+        resolution=_native_resolution({k: s for k, (s, _) in headers.items()}, weights))
 
 
-def read_npz(path):
-    """Reads every array of an `.npz` (no pickles), or raises naming the file."""
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {key: archive[key] for key in archive.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
-        raise _unreadable(path, err) from err
-
-
-def npz_shapes(path):
-    """{key: shape} of an `.npz` from its array headers, without reading the data."""
-    readers = {(1, 0): np.lib.format.read_array_header_1_0,
-               (2, 0): np.lib.format.read_array_header_2_0}
-    try:
-        shapes = {}
-        with zipfile.ZipFile(path) as archive:
-            for name in archive.namelist():
-                with archive.open(name) as member:
-                    version = np.lib.format.read_magic(member)
-                    if version not in readers:
-                        raise ValueError(f"unsupported .npy format version {version} in {name!r}")
-                    shapes[name.removesuffix(".npy")] = readers[version](member)[0]
-        return shapes
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
-        raise _unreadable(path, err) from err
-
-
-def _unreadable(path, err):
-    return ValueError(
-        f"weights: {path!r} is not a readable .npz checkpoint "
-        f"(truncated download or another format?): {err}"
-    )
+def _hf_source(where, variant, *, name, tag=None):
+    """A timm repository: `hf://OWNER/REPO` or a local directory like one."""
+    if where.startswith(HF_PREFIX):
+        repo = where[len(HF_PREFIX):]
+        if repo.count("/") != 1 or not all(repo.split("/")):
+            raise ValueError(f"weights: expected hf://OWNER/REPO; got {where!r}")
+        config_path, path = files_lib.hf_download(repo, "config.json"), None
+    else:
+        repo, path = None, where
+        config_path = os.path.join(where, "config.json")
+        missing = [f for f in ("config.json", "model.safetensors")
+                   if not os.path.isfile(os.path.join(where, f))]
+        if missing:
+            raise FileNotFoundError(
+                f"weights: directory {where!r} lacks {missing}; expected a timm "
+                f"repository snapshot (config.json and model.safetensors)")
+    info = files_lib.read_timm_config(config_path)
+    letter, patch = info["variant"]
+    if variant != f"{letter}/{patch}":
+        raise ValueError(
+            f"weights: {name} holds a Mixer {letter}/{patch}; got variant {variant!r}")
+    return WeightsSource(
+        name=name, kind="hf", tag=tag, variant=variant, path=path, repo=repo,
+        classes=info["classes"], resolution=info["resolution"],
+        gelu_form=info["gelu_form"],
+        preprocessing=dict(info["preprocessing"], crop_fraction=info["crop_fraction"],
+                           interpolation=info["interpolation"]))
 
 
 def _native_resolution(shapes, path):
@@ -192,40 +226,78 @@ def checkpoint_shapes(config, num_tokens, classes, include_top=True):
     return shapes
 
 
-def load_checkpoint(source, config, include_top, cache_dir=None):
-    """Downloads (tags) and reads a checkpoint, then checks every key and shape."""
-    path = source.path or get_weights_file(source.tag, source.variant, cache_dir)
-    arrays = read_npz(path)
+def load_checkpoint(source, config, *, include_top, cache_dir=None):
+    """Fetches and strictly reads a checkpoint into the authors' key table."""
     patch = config["patch_size"]
     tokens = (source.resolution[0] // patch) * (source.resolution[1] // patch)
-    classes = arrays["head/kernel"].shape[-1] if "head/kernel" in arrays else source.classes
+    if source.kind == "hf":
+        directory = source.path
+        path = (os.path.join(directory, "model.safetensors") if directory
+                else files_lib.hf_download(source.repo, "model.safetensors"))
+        headers = files_lib.safetensors_headers(path)
+        table = files_lib.timm_to_authors_keys(config["num_blocks"])
+        # Known timm keys are renamed; unknown ones stay and are refused as extra.
+        renamed = {table.get(k, (k, None))[0]: (k, table.get(k, (k, None))[1]) for k in headers}
+        headers = {ours: _transposed(headers[k], t) for ours, (k, t) in renamed.items()}
+        headers = {k: (s, files_lib.st_dtype_name(d)) for k, (s, d) in headers.items()}
+        expected = _check_headers(source, path, headers, config, tokens, include_top)
+        raw = files_lib.read_safetensors(path, [renamed[k][0] for k in expected])
+        arrays = {k: _transpose(raw[renamed[k][0]], renamed[k][1]) for k in expected}
+    else:
+        path = source.path or get_weights_file(source.tag, source.variant, cache_dir=cache_dir)
+        headers = files_lib.npz_headers(path)
+        expected = _check_headers(source, path, headers, config, tokens, include_top)
+        arrays = files_lib.read_npz(path, list(expected))
+    bad = [k for k, a in arrays.items() if not np.all(np.isfinite(a))]
+    if bad:
+        raise ValueError(f"weights: {path!r} has NaN or Inf values in {len(bad)} tensor(s), "
+                         f"e.g. {bad[:3]}; nothing was loaded")
+    return arrays
+
+
+def _transposed(header, axes):
+    shape, dtype = header
+    return (tuple(shape[a] for a in axes) if axes else shape), dtype
+
+
+def _transpose(array, axes):
+    return np.ascontiguousarray(array.transpose(axes)) if axes else array
+
+
+def _check_headers(source, path, headers, config, tokens, include_top):
+    """{key: shape} expected; raises naming the file and keys unless every
+    expected key is present, float and of the right shape, and no other is."""
+    head = headers.get("head/kernel")
+    classes = head[0][-1] if head and len(head[0]) == 2 else source.classes
     expected = checkpoint_shapes(config, tokens, classes, include_top)
     ignored = {"head/kernel", "head/bias"} if not include_top else set()
-    missing = [k for k in expected if k not in arrays]
-    extra = sorted(k for k in arrays if k not in expected and k not in ignored)
-    wrong = [(k, arrays[k].shape, s) for k, s in expected.items()
-             if k in arrays and tuple(arrays[k].shape) != s]
-    if missing or extra or wrong:
+    missing = [k for k in expected if k not in headers]
+    extra = sorted(k for k in headers if k not in expected and k not in ignored)
+    wrong = [(k, headers[k][0], s) for k, s in expected.items()
+             if k in headers and tuple(headers[k][0]) != s]
+    dtypes = [(k, headers[k][1]) for k in expected
+              if k in headers and headers[k][1] not in files_lib.FLOAT_DTYPES]
+    if missing or extra or wrong or dtypes:
         parts = []
         if wrong:
             key, got, want = wrong[0]
-            parts.append(
-                f"{len(wrong)} mis-shaped, first {key!r}: checkpoint {tuple(got)}, "
-                f"model {want} (a checkpoint of another variant?)"
-            )
+            parts.append(f"{len(wrong)} mis-shaped, first {key!r}: checkpoint {tuple(got)}, "
+                         f"model {want} (a checkpoint of another variant?)")
+        if dtypes:
+            parts.append(f"{len(dtypes)} not floating point, first {dtypes[0][0]!r}: "
+                         f"{dtypes[0][1]}")
         if missing:
             parts.append(f"{len(missing)} missing, e.g. {missing[:3]}")
         if extra:
             parts.append(f"{len(extra)} unexpected, e.g. {extra[:3]}")
-        raise ValueError(
-            f"weights: {source.name} does not match this Mixer; nothing was loaded: "
-            + "; ".join(parts)
-        )
-    return {k: arrays[k] for k in expected}
+        where = "" if source.name == repr(path) else f" ({path})"
+        raise ValueError(f"weights: {source.name}{where} does not match this Mixer; "
+                         f"nothing was loaded: " + "; ".join(parts))
+    return expected
 
 
-def get_weights_file(tag, variant, cache_dir=None):
-    """Local path of a released checkpoint, downloading it on first use."""
+def get_weights_file(tag, variant, *, cache_dir=None):
+    """Local path of a released `.npz`, downloading it on first use."""
     relative = CHECKPOINTS[tag]["files"][variant]
     mirror = os.environ.get(MIRROR_ENV, "")
     if mirror and "://" not in mirror:  # a local directory with the bucket's layout
@@ -233,30 +305,25 @@ def get_weights_file(tag, variant, cache_dir=None):
         if not os.path.isfile(path):
             raise FileNotFoundError(
                 f"{MIRROR_ENV}={mirror!r} is a directory, but {relative!r} is not in it "
-                f"(expected {path!r}); copy {BASE_URL}{relative} there"
-            )
+                f"(expected {path!r}); copy {BASE_URL}{relative} there")
         return path
     origin = (mirror.rstrip("/") + "/" if mirror else BASE_URL) + relative
     fname = relative.replace("/", "_")
-    if cache_dir is not None:  # get_file silently falls back to /tmp if it is missing
-        os.makedirs(cache_dir, exist_ok=True)
-    import keras
-
     try:
-        return keras.utils.get_file(
-            fname, origin=origin, cache_subdir=CACHE_SUBDIR, cache_dir=cache_dir
-        )
+        return files_lib.fetch_url(origin, fname, cache_dir=cache_dir, cache_subdir=CACHE_SUBDIR,
+                                   file_hash=FILE_HASHES.get(relative),
+                                   check=files_lib.npz_headers)
     except Exception as err:  # get_file raises bare Exception on URL errors
         cache_root = cache_dir or os.environ.get(
-            "KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras")
-        )
+            "KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
         target = os.path.join(cache_root, CACHE_SUBDIR, fname)
+        copy = HF_COPIES.get(relative)
+        hint = f", or pass weights='hf://{copy}' (timm's copy)" if copy else ""
         raise OSError(
             f"weights: could not download the {tag!r} checkpoint of Mixer {variant} "
             f"from {origin} ({err}). Without network, fetch that file elsewhere and "
             f"put it at {target}, or set {MIRROR_ENV} to a directory holding "
-            f"{relative}."
-        ) from err
+            f"{relative}{hint}.") from err
 
 
 def checkpoint_variables(model):
@@ -298,14 +365,18 @@ def assign_checkpoint(model, arrays, factors=(1, 1)):
     for key, variable in variables.items():
         if key not in arrays:  # head of an include_top=False model has no variable
             raise ValueError(f"weights: no array for {key!r}; nothing was loaded")
-        if tuple(arrays[key].shape) != tuple(variable.shape):
+        array = np.asarray(arrays[key])
+        if tuple(array.shape) != tuple(variable.shape):
             raise ValueError(
-                f"weights: {key!r} has shape {arrays[key].shape}, model needs "
+                f"weights: {key!r} has shape {array.shape}, model needs "
                 f"{tuple(variable.shape)}; nothing was loaded"
             )
-        values[key] = arrays[key]
+        if not np.issubdtype(array.dtype, np.floating) or not np.all(np.isfinite(array)):
+            raise ValueError(f"weights: {key!r} is not finite floating point ({array.dtype}); "
+                             f"nothing was loaded")
+        values[key] = array.astype(variable.dtype)  # every cast before the first write
     for key, variable in variables.items():  # all checked: now write
-        variable.assign(values[key].astype(variable.dtype))
+        variable.assign(values[key])
 
 
 def tile_token_mixing(arrays, factors, num_tokens):

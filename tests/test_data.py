@@ -137,3 +137,32 @@ def test_default_digits_and_augmentation():
     assert np.mean(np.max(labels, -1) < 0.99) > 0.25  # mixup made soft labels
     holdout = datasets.load_source("default", image_size=16, holdout=0.1)
     assert (holdout.num_train, holdout.num_test) == (1293, 144)
+
+
+def test_folder_refuses_a_class_without_images(tmp_path):
+    # Issue 14.8: an empty `birds/` got a head output that is never trained.
+    root = write_folder(tmp_path / "pets", ["cat", "dog"], per_class=5)
+    (root / "birds").mkdir()
+    with pytest.raises(ValueError, match="pets' has class sub-folders without readable images: "
+                                         "'birds'; expected at least one image per class"):
+        datasets.load_source(f"folder:{root}")
+    # Unreadable files only count as no images, and say so.
+    (root / "birds" / "broken.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(ValueError, match="without readable images: 'birds'"):
+        datasets.load_source(f"folder:{root}")
+
+
+def test_folder_ignores_links_back_to_the_root(tmp_path, capsys):
+    # Issue 14.8: a symlink to the root was taken as a class `again` holding every image.
+    root = write_folder(tmp_path / "pets", ["cat", "dog"], per_class=5)
+    (root / "again").symlink_to(root, target_is_directory=True)
+    (root / "up").symlink_to(tmp_path, target_is_directory=True)
+    source = datasets.load_source(f"folder:{root}")
+    assert source.class_names == ["cat", "dog"]
+    assert source.num_train + source.num_test == 10
+    err = capsys.readouterr().err
+    assert "ignored" in err and "again" in err and "up" in err
+    # A link to a folder elsewhere is an ordinary class.
+    write_folder(tmp_path / "elsewhere", ["bird"], per_class=2)
+    (root / "bird").symlink_to(tmp_path / "elsewhere" / "bird", target_is_directory=True)
+    assert datasets.load_source(f"folder:{root}").class_names == ["bird", "cat", "dog"]

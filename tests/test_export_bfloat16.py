@@ -9,24 +9,17 @@ import pytest
 import tensorflow as tf
 
 from keras_mixer import cli
-from keras_mixer.datasets import embedded_digits
 from keras_mixer.export.rebuild import with_precision
 from keras_mixer.export.saved_model import BFLOAT16_TOLERANCE, export_saved_model
-from keras_mixer.model import Mixer
+from helpers import TINY_SIZE
 
-DIGITS_MIXER = dict(num_blocks=2, patch_size=4, hidden_dim=32, tokens_mlp_dim=16,
-                    channels_mlp_dim=64)
-SIZE = 16
+SIZE = TINY_SIZE
 
 
-@pytest.fixture(scope="module")
-def digits():
-    (x_train, y_train), (x_test, y_test) = embedded_digits(SIZE)
-    keras.utils.set_random_seed(0)
-    model = Mixer(DIGITS_MIXER, input_shape=(SIZE, SIZE, 3), classes=10)
-    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
-    model.fit(x_train.astype("float32"), y_train, epochs=5, batch_size=64, verbose=0)
-    return model, x_test.astype(np.float32), y_test
+@pytest.fixture
+def digits(digits_mixer):
+    """The shared SMALL Mixer trained on the digits (conftest.digits_mixer)."""
+    return digits_mixer.model, digits_mixer.x_test.astype(np.float32), digits_mixer.y_test
 
 
 def _serve(path, images):

@@ -1,99 +1,25 @@
-"""LiteRT deployment on a Mixer trained on the embedded digits.
+"""The LiteRT side beyond export_tflite's modes (one-partition int8:
+test_export_int8.py): LiteRT Quantizer recipes on a float .tflite (accuracy on
+the digits, per-layer errors, where XNNPACK runs them), conversion in a child
+process, `--target gpu` refusing ops the GPU path lacks, and per-target residency."""
 
-Full-integer int8 in one XNNPACK partition: the int8 export copy's LayerNorm
-is Keras' function, the CPU export keeps only RSQRT (and the softmax) in float
-and runs whole in XNNPACK within a point of Keras, and the old formulation (eps
-as its own int8 ADD) is what split it. Then LiteRT Quantizer recipes on a float
-.tflite (accuracy, per-layer errors, where XNNPACK runs them), conversion in a
-child process, `--target gpu` refusing ops the GPU path lacks, and residency."""
-
-import keras
 import numpy as np
 import pytest
 
 from keras_mixer import cli
-from keras_mixer.datasets import embedded_digits
-from keras_mixer.export import metadata, rebuild, targets
+from keras_mixer.export import metadata, targets
 from keras_mixer.export.quantizer import RECIPES, quantize_tflite
 from keras_mixer.export.tflite import convert, export_tflite
 from keras_mixer.export.verify import verify
-from keras_mixer.model import Mixer
-
-DIGITS_MIXER = dict(num_blocks=2, patch_size=4, hidden_dim=32, tokens_mlp_dim=16,
-                    channels_mlp_dim=64)
-SIZE = 16
-LAYER_NORMS = 2 * DIGITS_MIXER["num_blocks"] + 1  # two per block, one before the head
 
 
 @pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    """(model trained on the digits, its float .tflite, x_train, (x_test, y_test))."""
-    (x_train, y_train), held_out = embedded_digits(SIZE)
-    keras.utils.set_random_seed(0)
-    model = Mixer(DIGITS_MIXER, input_shape=(SIZE, SIZE, 3), classes=10)
-    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
-    model.fit(x_train.astype("float32"), y_train, epochs=8, batch_size=64, verbose=0)
+def digits(digits_mixer, tmp_path_factory):
+    """(the shared digits Mixer, its float .tflite, x_train, (x_test, y_test))."""
     path = str(tmp_path_factory.mktemp("litert") / "fp32.tflite")
-    export_tflite(model, path, labels="digits")
-    return model, path, x_train, held_out
-
-
-def test_int8_copy_computes_the_same_function(digits, rng):
-    model, _, _, _ = digits
-    copy = rebuild.rebuild_for_target(model, "cpu", "int8")
-    norms = [l for l in copy._flatten_layers() if isinstance(l, rebuild._Int8LayerNorm)]
-    assert len(norms) == LAYER_NORMS
-    x = rng.uniform(0, 255, (16, SIZE, SIZE, 3)).astype(np.float32)
-    np.testing.assert_allclose(copy.predict(x, verbose=0), model.predict(x, verbose=0),
-                               atol=1e-5, rtol=0)
-
-
-def test_full_int8_is_one_xnnpack_partition_within_a_point(tmp_path, digits):
-    model, _, x_train, held_out = digits
-    out = str(tmp_path / "int8.tflite")
-    report = export_tflite(model, out, quantize="int8", representative=x_train[:200])
-    assert report["xnnpack"] == {"partitions": 1, "whole_graph": True}
-    assert set(report["float_ops"]) == {"SOFTMAX", "RSQRT"}
-    # Only the statistics' root and the final softmax are float; every matmul,
-    # GELU and residual op is int8.
-    floats = {k for k in report["ops"] if k.endswith("(float32)")}
-    assert floats == {"RSQRT(float32)", "SOFTMAX(float32)", "QUANTIZE(float32)"}
-    assert report["ops"]["RSQRT(float32)"] == LAYER_NORMS
-    assert report["ops"]["FULLY_CONNECTED(int8)"] >= 4 * DIGITS_MIXER["num_blocks"] + 1
-    result = verify(out, model, images=held_out, count=len(held_out[0]))
-    assert result["keras_accuracy"] > 0.9
-    assert result["tflite_accuracy"] >= result["keras_accuracy"] - 0.01
-    assert result["top1_agreement"] >= 0.97
-
-
-def test_eps_as_its_own_int8_add_splits_the_graph(tmp_path, digits, monkeypatch):
-    """The reason for _Int8LayerNorm: with var + eps as a separate ADD, each
-    LayerNorm's ADD falls out of XNNPACK (eps's scale is out of its range)."""
-    model, _, x_train, _ = digits
-    monkeypatch.setattr(rebuild._Int8LayerNorm, "_variance_plus_epsilon",
-                        rebuild._CentredLayerNorm._variance_plus_epsilon)
-    report = export_tflite(model, str(tmp_path / "split.tflite"), quantize="int8",
-                           representative=x_train[:50])
-    assert report["xnnpack"] == {"partitions": LAYER_NORMS + 1, "whole_graph": False}
-
-
-def test_integer_io_keeps_rsqrt_integer(tmp_path, digits):
-    # Integer-only accelerators get no float op: RSQRT stays int8 (and XNNPACK,
-    # which has no int8 RSQRT, splits there).
-    model, _, x_train, _ = digits
-    report = export_tflite(model, str(tmp_path / "u8.tflite"), quantize="int8",
-                           representative=x_train[:50], io_dtype="uint8")
-    assert "RSQRT(int8)" in report["ops"] and report["float_ops"] == []
-    assert report["xnnpack"]["partitions"] == LAYER_NORMS + 1
-
-
-@pytest.mark.large
-def test_s16_full_int8_is_one_partition(tmp_path):
-    model = Mixer("S/16", input_shape=(224, 224, 3))
-    images = np.random.default_rng(0).uniform(0, 255, (16, 224, 224, 3)).astype(np.float32)
-    report = export_tflite(model, str(tmp_path / "s16.tflite"), quantize="int8",
-                           representative=images, num_samples=16)
-    assert report["xnnpack"] == {"partitions": 1, "whole_graph": True}
+    export_tflite(digits_mixer.model, path, labels="digits")
+    return (digits_mixer.model, path, digits_mixer.x_train,
+            (digits_mixer.x_test, digits_mixer.y_test))
 
 
 @pytest.mark.parametrize("recipe", ["dynamic", "w8a8", "w8a16"])

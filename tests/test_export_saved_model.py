@@ -6,19 +6,16 @@ import os
 import subprocess
 import sys
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import SMALL
+from helpers import TINY_SIZE as SIZE
+from helpers import key_parts, tiny_mixer
 
+from keras_mixer import cli, inference
 from keras_mixer.export.saved_model import export_saved_model, warm_up
-from keras_mixer import cli
-from keras_mixer.datasets import embedded_digits
-from keras_mixer.model import Mixer
 from keras_mixer.preprocessing import eval_resize_crop
-
-TINY = dict(num_blocks=2, patch_size=4, hidden_dim=32, tokens_mlp_dim=16, channels_mlp_dim=64)
-SIZE = 16
 
 # Runs in a fresh interpreter: loads the SavedModel with plain TensorFlow and
 # prints the three signatures' outputs as JSON.
@@ -44,18 +41,14 @@ print(json.dumps({
 
 
 @pytest.fixture(scope="module")
-def trained():
-    """A Mixer fitted briefly on the digits, and 24 test digits as PNG/JPEG bytes."""
-    (x_train, y_train), (x_test, _) = embedded_digits(SIZE)
-    keras.utils.set_random_seed(0)
-    model = Mixer(TINY, input_shape=(SIZE, SIZE, 3), classes=10)
-    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
-    model.fit(x_train.astype("float32"), y_train, epochs=5, batch_size=64, verbose=0)
+def trained(digits_mixer):
+    """The Mixer trained on the digits, and 24 test digits as PNG/JPEG bytes."""
+    x_test = digits_mixer.x_test[:24]
     # Encoded at twice the size, so the in-graph resize and crop do real work.
-    big = tf.image.resize(x_test[:24], (2 * SIZE, 2 * SIZE)).numpy().round().astype(np.uint8)
+    big = tf.image.resize(x_test, (2 * SIZE, 2 * SIZE)).numpy().round().astype(np.uint8)
     encoded = [tf.io.encode_png(x).numpy() for x in big[:12]]
     encoded += [tf.io.encode_jpeg(x, quality=95).numpy() for x in big[12:]]
-    return model, x_test[:24], encoded
+    return digits_mixer.model, x_test, encoded
 
 
 def test_reload_in_fresh_process_matches_keras(tmp_path, trained):
@@ -84,42 +77,57 @@ def test_reload_in_fresh_process_matches_keras(tmp_path, trained):
 
 
 def test_non_xla_export_serves_probabilities_for_a_logits_model(tmp_path, trained):
-    _, images, _ = trained
-    keras.utils.set_random_seed(2)
-    logits = Mixer(TINY, input_shape=(SIZE, SIZE, 3), classes=10, classifier_activation=None)
+    model, images, _ = trained
+    # The trained model's weights with a logits head: softmax must be added in the graph.
+    logits = tiny_mixer(config=SMALL, classes=10, classifier_activation=None)
+    logits.set_weights(model.get_weights())
     path = export_saved_model(logits, str(tmp_path / "m"), version=3)
+    assert path == str(tmp_path / "m" / "3")
     loaded = tf.saved_model.load(path)
     warm_up(loaded, batch_sizes=(1, 4))
     probs = loaded.signatures["serving_default"](images=tf.constant(images[:4], tf.float32))
     expected = tf.nn.softmax(logits.predict(images[:4].astype(np.float32), verbose=0)).numpy()
+    assert np.ptp(expected, axis=0).max() > 0.1  # the images get different answers
     np.testing.assert_allclose(probs["probabilities"].numpy(), expected, atol=1e-5)
 
 
-def test_saved_model_cli_reads_the_signatures(tmp_path, trained):
+def test_saved_model_cli_reads_the_signatures(tmp_path, trained, monkeypatch, capsys):
     model, _, _ = trained
-    assert cli.main(["export", "saved-model", "B/16", "-o", str(tmp_path / "x"),
-                     "--top-k", "0"]) == 2  # refused before the B/16 is built
+    with monkeypatch.context() as patch:
+        # Refused before the B/16 is built: building it would fail the test.
+        patch.setattr(inference, "load_model", _must_not_be_called)
+        assert cli.main(["export", "saved-model", "B/16", "-o", str(tmp_path / "x"),
+                         "--weights", "none", "--top-k", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "top_k:" in err and "got 0" in err
     path = export_saved_model(model, str(tmp_path / "srv"))
     tool = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
     run = subprocess.run([tool, "show", "--dir", path, "--tag_set", "serve"],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     for name in ("serving_default", "serve_uint8", "serve_bytes"):
-        assert name in run.stdout
+        assert f'SignatureDef key: "{name}"' in run.stdout
+
+
+def _must_not_be_called(*args, **kwargs):
+    raise AssertionError("the model was loaded before the arguments were checked")
 
 
 def test_bad_input_is_refused(tmp_path, trained):
     model, _, _ = trained
     (tmp_path / "srv" / "1").mkdir(parents=True)
-    with pytest.raises(FileExistsError, match=r"output: .*1' exists; pass --overwrite"):
+    (tmp_path / "srv" / "1" / "old.txt").write_text("an older version")
+    with pytest.raises(FileExistsError, match=key_parts("output:", repr(str(tmp_path / "srv" / "1")), "--overwrite")):
         export_saved_model(model, str(tmp_path / "srv"))
     path = export_saved_model(model, str(tmp_path / "srv"), overwrite=True)
     assert os.path.isfile(os.path.join(path, "saved_model.pb"))
-    with pytest.raises(ValueError, match=r"version: expected an int >= 1; got 0"):
+    assert not os.path.exists(os.path.join(path, "old.txt"))  # replaced, not merged
+    with pytest.raises(ValueError, match=key_parts("version:", ">= 1", "got 0")):
         export_saved_model(model, str(tmp_path / "a"), version=0)
-    with pytest.raises(ValueError, match=r"top_k: expected an int in \[1, 10\]; got 11"):
+    with pytest.raises(ValueError, match=key_parts("top_k:", "[1, 10]", "11")):
         export_saved_model(model, str(tmp_path / "a"), top_k=11)
-    with pytest.raises(ValueError, match=r"output: expected a directory path"):
+    with pytest.raises(ValueError, match=key_parts("output:", "directory", repr(str(tmp_path / "a.tflite")))):
         export_saved_model(model, str(tmp_path / "a.tflite"))
-    with pytest.raises(FileNotFoundError, match=r"model: no such file"):
+    with pytest.raises(FileNotFoundError, match=key_parts("model:", repr(str(tmp_path / "none.keras")))):
         export_saved_model(str(tmp_path / "none.keras"), str(tmp_path / "a"))
+    assert not os.path.exists(tmp_path / "a")

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 import reference
-from helpers import TINY, TINY_SIZE, images
+from helpers import TINY, images, tiny_mixer
 
 import keras_mixer
 from keras_mixer import weights as weights_lib
@@ -22,11 +22,6 @@ BUILDERS = {
     "B/32": keras_mixer.MixerB32, "B/16": keras_mixer.MixerB16, "L/32": keras_mixer.MixerL32,
     "L/16": keras_mixer.MixerL16, "H/14": keras_mixer.MixerH14,
 }
-
-
-def tiny(**kwargs):
-    kwargs.setdefault("input_shape", (TINY_SIZE, TINY_SIZE, 3))
-    return keras_mixer.Mixer(TINY, **kwargs)
 
 
 @pytest.mark.parametrize("variant", list(PARAM_COUNTS))
@@ -70,11 +65,11 @@ def test_built_large_models_match_paper_counts(variant):
         (dict(include_top=False), (None, 4, 4, 16)),
         (dict(include_top=False, pooling="avg"), (None, 16)),
         (dict(include_top=False, pooling="max"), (None, 16)),
-        (dict(input_shape=(16, 32, 3), include_top=False), (None, 4, 8, 16)),
+        (dict(size=(16, 32), include_top=False), (None, 4, 8, 16)),
     ],
 )
 def test_output_shapes(kwargs, shape):
-    model = tiny(**kwargs)
+    model = tiny_mixer(**kwargs)
     assert model.output_shape == shape
     out = model.predict(np.zeros((2, *model.input_shape[1:]), np.float32), verbose=0)
     assert out.shape == (2, *shape[1:])
@@ -86,11 +81,21 @@ def test_defaults_follow_keras_applications():
     assert model.name == "mixer_s32"
     assert model.get_layer("predictions").get_config()["activation"] == "softmax"
     # Zero-initialised head: random-init logits are exactly zero.
-    logits = keras_mixer.Mixer(TINY, input_shape=(16, 16, 3), classifier_activation=None)
+    logits = tiny_mixer(classifier_activation=None)
     np.testing.assert_array_equal(logits.predict(np.ones((1, 16, 16, 3)), verbose=0), 0.0)
-    assert keras_mixer.preprocess_input is not None
-    x = np.arange(12.0).reshape(1, 2, 2, 3)
-    assert keras_mixer.preprocess_input(x) is x
+
+
+@pytest.mark.parametrize("data_format", [None, "channels_last", "channels_first"])
+def test_preprocess_input_returns_its_input_unchanged(data_format):
+    # Rescaling is the model's first layer: the keras.applications hook must be
+    # the identity, the same object with the same values (not a scaled copy, not
+    # rescaled in place).
+    for x in (np.arange(12.0).reshape(1, 2, 2, 3), np.arange(12, dtype=np.uint8).reshape(1, 2, 2, 3)):
+        before = x.copy()
+        out = keras_mixer.preprocess_input(x, data_format=data_format)
+        assert out is x
+        assert out.dtype == before.dtype
+        np.testing.assert_array_equal(out, before)
 
 
 def test_logits_match_numpy_reference(tiny_checkpoint, rng):
@@ -146,31 +151,62 @@ def test_keras_save_load_round_trip(tmp_path, tiny_checkpoint, rng):
     np.testing.assert_array_equal(again.predict(x, verbose=0), loaded.predict(x, verbose=0))
 
 
-def test_stochastic_depth_rises_linearly_and_only_trains(tiny_checkpoint, rng):
-    path, _ = tiny_checkpoint
+def test_stochastic_depth_rises_linearly_and_only_trains(rng):
     config = dict(TINY, num_blocks=3)
     model = keras_mixer.Mixer(config, input_shape=(16, 16, 3), drop_path_rate=0.5)
     rates = [model.get_layer(f"MixerBlock_{i}").drop_path_rate for i in range(3)]
     assert rates == [0.0, 0.25, 0.5]
     block = model.get_layer("MixerBlock_2")
     x = keras.ops.convert_to_tensor(rng.standard_normal((256, 16, 16)).astype(np.float32))
-    np.testing.assert_array_equal(block(x, training=False), block(x, training=False))
-    out = keras.ops.convert_to_numpy(block(x, training=True))
-    # Per sample, each branch is kept (scaled by 1/keep) or dropped; with p=0.5
-    # over 256 samples both outcomes appear, and inference differs from training.
-    assert not np.allclose(out, keras.ops.convert_to_numpy(block(x, training=False)))
+    # Inference is the paper's block: the same weights without drop path.
+    plain = keras_mixer.MixerBlock(16, 16, 8, 32)
+    plain.build(x.shape)
+    plain.set_weights(block.get_weights())
+    np.testing.assert_allclose(_np(block(x, training=False)), _np(plain(x)), atol=1e-6)
+    # Training: per sample, each branch is dropped or kept scaled by 1/keep = 2.
+    # Every sample is one of the four outcomes; over 256 samples all four appear.
+    out = _np(block(x, training=True))
+    outcomes = {(t, c): _np(_block_with_branch_scales(block, x, t, c))
+                for t in (0.0, 2.0) for c in (0.0, 2.0)}
+    seen = []
+    for i in range(len(out)):
+        matches = [k for k, want in outcomes.items() if np.allclose(out[i], want[i], atol=1e-5)]
+        assert len(matches) == 1, f"sample {i} matches {matches}"
+        seen.append(matches[0])
+    assert set(seen) == set(outcomes)
     block_one = keras_mixer.MixerBlock(16, 16, 8, 32, drop_path_rate=0.999999, seed=1)
-    y = keras.ops.convert_to_numpy(block_one(x, training=True))
-    np.testing.assert_allclose(y, keras.ops.convert_to_numpy(x), atol=1e-5)  # both branches dropped
+    y = _np(block_one(x, training=True))
+    np.testing.assert_allclose(y, _np(x), atol=1e-5)  # both branches dropped
+
+
+def _block_with_branch_scales(block, x, token_scale, channel_scale):
+    """The block's two residual steps with each branch multiplied by a constant."""
+    ops = keras.ops
+    y = ops.transpose(block.token_mixing(ops.transpose(block.layer_norm_0(x), (0, 2, 1))), (0, 2, 1))
+    x = x + token_scale * y
+    return x + channel_scale * block.channel_mixing(block.layer_norm_1(x))
+
+
+def _np(tensor):
+    return keras.ops.convert_to_numpy(tensor)
 
 
 def test_layers_serialize_their_constructor_arguments():
     block = keras_mixer.MixerBlock(16, 32, 8, 64, drop_path_rate=0.1, gelu_form="sigmoid", seed=3)
     config = block.get_config()
+    # Every constructor argument is in the config (a round trip alone would pass
+    # if one were dropped and silently defaulted on both sides).
+    assert {k: config[k] for k in ("num_tokens", "hidden_dim", "tokens_mlp_dim", "channels_mlp_dim",
+                                   "drop_path_rate", "gelu_form", "seed")} == dict(
+        num_tokens=16, hidden_dim=32, tokens_mlp_dim=8, channels_mlp_dim=64, drop_path_rate=0.1,
+        gelu_form="sigmoid", seed=3)
     rebuilt = keras_mixer.MixerBlock.from_config(config)
     assert rebuilt.get_config() == config
-    mlp = keras_mixer.MlpBlock(8, 4, name="m")
-    assert keras_mixer.MlpBlock.from_config(mlp.get_config()).get_config() == mlp.get_config()
+    mlp = keras_mixer.MlpBlock(8, 4, gelu_form="sigmoid", name="m")
+    mlp_config = mlp.get_config()
+    assert (mlp_config["hidden_units"], mlp_config["output_units"], mlp_config["gelu_form"],
+            mlp_config["name"]) == (8, 4, "sigmoid", "m")
+    assert keras_mixer.MlpBlock.from_config(mlp_config).get_config() == mlp_config
 
 
 def _softmax(z):

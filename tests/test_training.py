@@ -1,27 +1,25 @@
 """`train`, `evaluate` and `keras-mixer train` on tiny configs: outputs, re-runs,
-refusals, fine-tuning from a checkpoint, mixed precision, XLA, and a run killed
-with SIGKILL that resumes with its epoch count intact."""
+refusals, fine-tuning from a checkpoint, mixed precision, XLA, rebuilding a
+run's model, recipes picked for the data, and the command line's output.
+Kills and resumes: test_training_faults.py."""
 
+import argparse
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
+import re
 
 import keras
 import numpy as np
 import pytest
 from helpers import TINY, TINY_TOKENS
 
+import keras_mixer
 import reference
 from keras_mixer import cli
-from keras_mixer.training import evaluate, train
+from keras_mixer.training import evaluate, load_run, train
 from keras_mixer.training.strategy import global_batch_size
 
 # One short epoch of the tiny Mixer on the 16x16 digits.
 QUICK = dict(image_size=16, epochs=1, batch_size=64, warmup_steps=0)
-ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
 
 
 def quick_train(out, **kwargs):
@@ -78,12 +76,12 @@ def test_bad_input_is_refused_before_work(tmp_path):
         with pytest.raises(ValueError, match=message):
             quick_train(out, **kwargs)
     # --weights incompatible with --model: the builder's own message, before any work.
-    with pytest.raises(ValueError, match="weights: 'imagenet' is not available for Mixer S/32"):
-        train(model="S/32", weights="imagenet", output_dir=str(out))
+    with pytest.raises(ValueError, match="weights: 'imagenet21k' is not available for Mixer S/32"):
+        train(model="S/32", weights="imagenet21k", output_dir=str(out))
     with pytest.raises(ValueError, match="variant: expected one of"):
         train(model="X/9", output_dir=str(out))
     assert not out.exists()
-    with pytest.raises(ValueError, match="weights: evaluating variant 'B/16' needs pretrained weights"):
+    with pytest.raises(ValueError, match="weights: evaluating variant 'B/16' needs weights named"):
         evaluate("B/16")
     with pytest.raises(ValueError, match="split: expected one of \\['test', 'train'\\]; got 'val'"):
         evaluate("B/16", weights="imagenet", split="val")
@@ -94,10 +92,10 @@ def test_bad_input_is_refused_before_work(tmp_path):
 
 
 def test_cli_reports_errors_cleanly(tmp_path, capsys):
-    code = cli.main(["train", "--model", "B/32", "--weights", "imagenet",
+    code = cli.main(["train", "--model", "B/32", "--weights", "imagenet21k",
                      "--output-dir", str(tmp_path / "x")])
     assert code == 2
-    assert "keras-mixer train: error: weights: 'imagenet' is not available for Mixer B/32" in capsys.readouterr().err
+    assert "keras-mixer train: error: weights: 'imagenet21k' is not available for Mixer B/32" in capsys.readouterr().err
     assert cli.main(["train", "--model", "{not json", "--output-dir", str(tmp_path)]) == 2
     assert "model: expected a variant or a JSON config dict" in capsys.readouterr().err
 
@@ -115,9 +113,14 @@ def test_finetune_from_checkpoint_new_head(tmp_path):
     assert json.loads((out / "run_config.json").read_text())["recipe"] == "finetune"
     model = keras.models.load_model(out / "model.keras")
     assert model.output_shape == (None, 10)
-    # A learning rate of 1e-9: the backbone still holds the checkpoint's stem.
+    # A learning rate of 1e-9: the backbone still holds the checkpoint's stem, and
+    # the fresh zero-initialised head still predicts 1/10 for every class.
     np.testing.assert_allclose(model.get_layer("stem").kernel.numpy(), params["stem/kernel"], atol=1e-5)
-    assert metrics["test_accuracy"] >= 0
+    assert metrics["test_loss"] == pytest.approx(np.log(10), abs=1e-4)
+    # load_run rebuilds the fine-tuned model (new head included) from the directory.
+    rebuilt = load_run(str(out))
+    x = np.random.default_rng(1).uniform(0, 255, (4, 16, 16, 3)).astype("float32")
+    np.testing.assert_allclose(rebuilt.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
 
 
 def test_recipe_optimizers_and_schedules():
@@ -148,30 +151,6 @@ def test_mixed_precision_and_xla_steps(tmp_path, precision, jit):
     assert keras.mixed_precision.global_policy().name == "float32"  # restored afterwards
 
 
-def test_sigkill_resume_keeps_epoch_count(tmp_path):
-    out = tmp_path / "killed"
-    command = [sys.executable, "-m", "keras_mixer.cli", "train", "--model", json.dumps(TINY),
-               "--image-size", "16", "--epochs", "6", "--batch-size", "16", "--warmup-steps", "0",
-               "--output-dir", str(out)]
-    metadata = out / "backup" / "training_metadata.json"
-    proc = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 180
-    while not metadata.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)  # no chance to clean up
-    proc.wait(timeout=30)
-    assert metadata.exists() and not (out / "metrics.json").exists(), "killed too late"
-    done = json.loads(metadata.read_text())["epoch"]
-    assert 1 <= done < 6
-    rerun = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
-    assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert "resuming from the backup after epoch" in rerun.stdout
-    epochs = [int(line.split(",")[0]) for line in (out / "log.csv").read_text().splitlines()[1:]]
-    assert epochs == list(range(6))  # each epoch exactly once
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["epochs"] == 6 and metrics["epochs_this_session"] < 6
-
-
 def test_cli_flags_become_recipe_overrides():
     from keras_mixer.cli.train import _overrides
 
@@ -184,3 +163,104 @@ def test_cli_flags_become_recipe_overrides():
     assert _overrides(args)["randaugment"] is False  # off, not "keep the recipe's"
     with pytest.raises(ValueError, match="randaugment: expected 'OPS,MAGNITUDE' or 'none'; got 'lots'"):
         _overrides(cli.build_parser().parse_args(["train", "--randaugment", "lots"]))
+
+
+# The README's custom-model command (issue 11): a config dict on the digits.
+README_CUSTOM = dict(num_blocks=6, patch_size=4, hidden_dim=128, tokens_mlp_dim=64, channels_mlp_dim=256)
+
+
+def test_a_custom_model_on_the_digits_gets_the_small_recipe():
+    from keras_mixer.training.trainer import check_arguments
+
+    def recipe(model, weights=None, dataset="default"):
+        return check_arguments(model, weights, dataset, None, None, {"epochs": 40}, "auto", "float32")
+
+    plan = recipe(README_CUSTOM)  # was "pretrain": batch 4096 at 224 px, more than the 1,437 images
+    assert plan["recipe"] == "default" and plan["hparams"]["batch_size"] == 64
+    assert plan["hparams"]["image_size"] == 32 and plan["hparams"]["epochs"] == 40
+    assert recipe("S/16")["recipe"] == "default"  # any model from scratch on the digits
+    assert recipe("S/16", dataset="folder:.")["recipe"] == "pretrain"
+    assert recipe(README_CUSTOM, dataset="folder:.")["recipe"] == "pretrain"
+
+
+@pytest.mark.large
+def test_readme_custom_model_command(tmp_path):
+    # As written in the docs: 40 epochs of a 6-block Mixer (minutes on 2 cores).
+    code = cli.main(["train", "--model", json.dumps(README_CUSTOM), "--epochs", "40",
+                     "--output-dir", str(tmp_path / "custom")])
+    assert code == 0
+    assert json.loads((tmp_path / "custom" / "metrics.json").read_text())["test_accuracy"] > 0.9
+
+
+def test_cli_summary_progress_lines_and_tilde(tmp_path, capsys, monkeypatch):
+    # A config dict on the digits, as the README's custom command (one epoch of
+    # the tiny model); --output-dir=~/... (the shell leaves a ~ after = alone)
+    # lands in the home directory.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    argv = ["train", "--model", json.dumps(TINY), "--epochs", "1", "--image-size", "16",
+            "--output-dir=~/custom"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    config = json.loads((tmp_path / "custom" / "run_config.json").read_text())
+    assert config["recipe"] == "default" and config["architecture"] == TINY
+    summary = [line for line in out.splitlines() if line.startswith("training ")]
+    assert len(summary) == 1, out
+    params = keras_mixer.Mixer(TINY, input_shape=(16, 16, 3), classes=10).count_params()
+    assert f"({params:,} parameters, 16 px) on default: 1,437 training and 360 test images; " \
+           f"DefaultDistributionStrategy, 1 replica, global batch 64, 1 epochs" in summary[0]
+    # Not a terminal: one line per epoch (Keras verbose=2), no progress-bar redraws.
+    assert re.search(r"^22/22 - \d+s - .*val_accuracy: 0\.\d{4}", out, re.M), out
+    assert "\r" not in out and "\x08" not in out and "\u2501" not in out
+
+
+@pytest.mark.parametrize("flag, value", [("--learning-rate", "inf"), ("--weight-decay", "inf"),
+                                         ("--learning-rate", "nan"), ("--weight-decay", "-inf")])
+def test_infinite_and_nan_rates_are_refused_up_front(tmp_path, capsys, flag, value):
+    # Issue 14.10: inf trained to NaN and recorded the run as finished.
+    out = tmp_path / "never"
+    assert cli.main(["train", f"{flag}={value}", "--output-dir", str(out)]) == 2
+    field = flag[2:].replace("-", "_")
+    assert f"{field}: expected a finite number" in capsys.readouterr().err
+    assert f"got {float(value)!r}" in str(pytest.raises(ValueError, train, output_dir=str(out),
+                                                        overrides={field: float(value)}).value)
+    assert not out.exists()
+
+
+def test_evaluate_random_weights_only_on_purpose(tmp_path, capsys):
+    # A variant without weights is refused; None (--weights none) is the random
+    # initialisation, which then meets the dataset's class check.
+    with pytest.raises(ValueError, match="weights: evaluating variant 'S/32' needs weights named: .*"
+                                         "None for random initialisation \\(--weights none\\); got no weights"):
+        evaluate("S/32")
+    assert cli.main(["evaluate", "S/32"]) == 2
+    assert "--weights none" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="dataset: 'default' has 10 classes; the model has 1000 outputs"):
+        evaluate(TINY, weights=None)
+    assert cli.main(["evaluate", json.dumps(TINY), "--weights", "none"]) == 2
+    assert "the model has 1000 outputs" in capsys.readouterr().err
+    # The tfds directory is checked before the checkpoint would be downloaded.
+    with pytest.raises(FileNotFoundError, match="'mnist' is not prepared in"):
+        evaluate("B/16", weights="imagenet", dataset="tfds:mnist", data_dir=str(tmp_path))
+
+
+def test_every_flag_has_help():
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for name in ("train", "evaluate", "tune"):
+        for action in commands[name]._actions:
+            assert action.help and action.help != argparse.SUPPRESS, (name, action.option_strings)
+
+
+def test_load_run_best_and_last(tmp_path):
+    out = tmp_path / "run"
+    metrics = quick_train(out, overrides=dict(QUICK, epochs=2))
+    best, last = load_run(str(out)), load_run(str(out), weights="last")
+    rows = [line.split(",") for line in (out / "log.csv").read_text().splitlines()]
+    column = rows[0].index("val_accuracy")
+    best_epoch = max(range(2), key=lambda e: float(rows[1 + e][column]))
+    assert evaluate(best, batch_size=100)["top1"] == pytest.approx(float(rows[1 + best_epoch][column]), abs=1e-6)
+    assert evaluate(last, batch_size=100)["top1"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+    with pytest.raises(ValueError, match="weights: expected 'best' or 'last'; got 'first'"):
+        load_run(str(out), weights="first")
+    with pytest.raises(FileNotFoundError, match="output_dir: no run_config.json in"):
+        load_run(str(tmp_path))

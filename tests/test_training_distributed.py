@@ -1,10 +1,13 @@
 """tf.distribute in fresh processes (TensorFlow's devices can be configured
 only once per process): MirroredStrategy over two logical CPU devices, and a
-two-worker MultiWorkerMirroredStrategy cluster on 127.0.0.1 that trains,
-is killed and resumes."""
+two-worker MultiWorkerMirroredStrategy cluster on 127.0.0.1 that trains, is
+killed, resumed by a single process (killed too), and resumed by the cluster:
+one run across the single/multi-worker boundary, both ways."""
 
 import json
+import math
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -62,6 +65,16 @@ WORKER = textwrap.dedent("""
 
     tiny, quick, out, phase = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3], sys.argv[4]
     strategy = get_strategy("auto")  # TF_CONFIG names two workers
+    if phase == "first":  # the chief freezes once the first epoch's backup is committed
+        import os, signal
+        from keras_mixer.training import backup
+        save = backup.save
+        def frozen_after_first(model, directory, epoch):
+            save(model, directory, epoch)
+            if os.path.basename(directory) == "backup" and epoch == 1:
+                open(out + "-frozen", "w").close()
+                os.kill(os.getpid(), signal.SIGSTOP)  # the test kills both workers
+        backup.save = frozen_after_first
     result = dict(multiworker=isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy),
                   replicas=strategy.num_replicas_in_sync)
     if phase == "first":
@@ -96,6 +109,23 @@ WORKER = textwrap.dedent("""
 """)
 
 
+# The same run in one process, frozen after the first epoch it trains.
+SINGLE = textwrap.dedent("""
+    import json, os, signal, sys
+    import keras
+    from keras_mixer.training import train
+
+    tiny, quick, out = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
+    on_epoch_end = keras.callbacks.BackupAndRestore.on_epoch_end
+    def frozen_after_one(self, epoch, logs=None):
+        on_epoch_end(self, epoch, logs)
+        open(out + "-frozen", "w").close()
+        os.kill(os.getpid(), signal.SIGSTOP)
+    keras.callbacks.BackupAndRestore.on_epoch_end = frozen_after_one
+    train(model=tiny, strategy="auto", overrides=quick, output_dir=out, verbose=0)
+""")
+
+
 def result_of(stdout):
     line = [l for l in stdout.splitlines() if l.startswith("RESULT ")][-1]
     return json.loads(line[len("RESULT "):])
@@ -107,10 +137,10 @@ def test_mirrored_over_two_logical_cpus(tmp_path):
         env=ENV, capture_output=True, text=True, timeout=TIMEOUT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = result_of(proc.stdout)
-    assert result["user_replicas"] == 2 and all(v == v for v in result["user_loss"])
+    assert result["user_replicas"] == 2 and all(math.isfinite(v) for v in result["user_loss"])
     metrics = result["train"]
     assert metrics["replicas"] == 2 and metrics["global_batch"] == 64
-    assert metrics["strategy"] == "MirroredStrategy" and metrics["test_loss"] == metrics["test_loss"]
+    assert metrics["strategy"] == "MirroredStrategy" and math.isfinite(metrics["test_loss"])
     assert "divisible by the 2 replicas; got 63" in result["odd_batch_error"]
     assert not (tmp_path / "run-odd").exists()
 
@@ -149,34 +179,51 @@ def finish(procs, timeout=TIMEOUT):
     return outputs
 
 
-MULTI = dict(QUICK, epochs=3)  # long enough to be killed after the first epoch's backup
+MULTI = dict(QUICK, epochs=3)  # one epoch for each of the three phases below
 
 
-@pytest.fixture(scope="module")
-def two_workers(tmp_path_factory):
-    """A two-worker cluster on 127.0.0.1 trains, is killed (SIGKILL, both
-    workers) once the first epoch's backup exists, and is started again with
-    the same command; returns the first phase's and the final results."""
-    out = tmp_path_factory.mktemp("multiworker") / "run"
-    procs = start_cluster(["first"], out)
-    deadline = time.time() + TIMEOUT
-    while not (out / "backup" / "checkpoint").exists() and time.time() < deadline:
+def wait_frozen(procs, marker, timeout=TIMEOUT):
+    """Waits for `marker` (a process froze itself at the moment that matters),
+    then SIGKILLs `procs`; returns their (stdout, stderr)."""
+    deadline = time.time() + timeout
+    while not marker.exists() and time.time() < deadline:
         if any(p.poll() is not None for p in procs):
             break
         time.sleep(0.05)
     for proc in procs:
-        proc.kill()  # SIGKILL
-    first = finish(procs)
-    assert (out / "backup" / "checkpoint").exists(), first[0][1][-3000:]
+        proc.send_signal(signal.SIGKILL)
+    outputs = finish(procs)
+    assert marker.exists(), outputs[0][1][-3000:]
+    marker.unlink()
+    return outputs
+
+
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory):
+    """One run in three sessions, each SIGKILLed at a chosen moment: a two-worker
+    cluster (killed once its first epoch's backup is committed), one process
+    (killed after the second epoch's backup), and the cluster again (finishes).
+    Returns the first session's and the last session's results, the single
+    process' output and the output directory."""
+    out = tmp_path_factory.mktemp("multiworker") / "run"
+    marker = out.parent / "run-frozen"
+    first = wait_frozen(start_cluster(["first"], out), marker)
+    assert json.loads((out / "backup" / "training_metadata.json").read_text())["epoch"] == 1
     assert not (out / "metrics.json").exists()  # killed mid-run, not after it
+    single = subprocess.Popen(
+        [sys.executable, "-c", SINGLE, json.dumps(TINY), json.dumps(MULTI), str(out)],
+        env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    (single_out, single_err), = wait_frozen([single], marker)
+    assert json.loads((out / "backup" / "training_metadata.json").read_text())["epoch"] == 2
     second = finish(start_cluster(["resume"], out))
     for stdout, stderr in second:
         assert "RESULT " in stdout, stderr[-3000:]
-    return [result_of(stdout) for stdout, _ in first], [result_of(o) for o, _ in second], out
+    return ([result_of(stdout) for stdout, _ in first], [result_of(o) for o, _ in second],
+            single_out + single_err, [o for o, _ in second], out)
 
 
 def test_two_worker_cluster_shards_data(two_workers):
-    (chief, worker), _, _ = two_workers
+    (chief, worker), *_ = two_workers
     for result in (chief, worker):
         assert result["multiworker"] and result["replicas"] == 2
         assert result["all_reduce"] == 2.0
@@ -185,18 +232,22 @@ def test_two_worker_cluster_shards_data(two_workers):
     assert chief["local_checksum"] != worker["local_checksum"]
 
 
-def test_two_worker_training_resumes_and_stays_in_sync(two_workers):
+def test_one_run_resumes_across_the_single_multi_worker_boundary(two_workers):
     import keras
 
     import keras_mixer  # noqa: F401  (registers the layers for load_model)
 
-    _, (chief, worker), out = two_workers
+    _, (chief, worker), single, cluster_out, out = two_workers
+    # Issue 11: the two paths kept disjoint backups, so crossing restarted at epoch 0.
+    assert "resuming from the backup after epoch 1" in single  # cluster -> one process
+    for stdout in cluster_out:  # one process -> cluster, on every worker
+        assert "resuming from the backup after epoch 2" in stdout
     steps = 1437 // 64  # embedded digits' training split, global batch 64
     for result in (chief, worker):
         metrics = result["train"]
         assert metrics["strategy"] == "CollectiveAllReduceStrategy" and metrics["replicas"] == 2
         assert metrics["train_steps"] == MULTI["epochs"] * steps  # no step lost or repeated
-        assert 1 <= metrics["epochs_this_session"] < MULTI["epochs"]  # resumed, not restarted
+        assert metrics["epochs_this_session"] == 1
     assert chief["train"]["test_loss"] == worker["train"]["test_loss"]
     assert "jit_compile: the multi-worker training loop does not compile with XLA; got True" \
         in chief["jit_error"]
@@ -220,5 +271,5 @@ def test_two_worker_model_fit(two_workers):
     # Fails today (train() uses TF's custom loop instead, multiworker.py); when a
     # Keras release fixes it this XPASSes (strict: the run turns red), the signal
     # that train() could go back to keras.Model.fit.
-    (chief, worker), _, _ = two_workers
+    (chief, worker), *_ = two_workers
     assert chief["fit"] == "ok" and worker["fit"] == "ok", chief["fit"]

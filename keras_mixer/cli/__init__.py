@@ -9,8 +9,10 @@ start TensorFlow.
 """
 
 import argparse
+import importlib.util
 import os
 import sys
+import tempfile
 
 from keras_mixer.cli import export, predict, train
 
@@ -34,9 +36,32 @@ def build_parser():
 
 
 def quiet_tensorflow():
-    """Silences TensorFlow's C++ start-up lines (oneDNN, CUDA probing) unless the
-    user chose a level; set before TensorFlow is imported."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    """Silences TensorFlow's C++ start-up lines (oneDNN, CUDA probing, absl's
+    pre-initialization notice) unless the user set TF_CPP_MIN_LOG_LEVEL.
+
+    Some of those lines are written before TensorFlow reads the level, so the
+    import itself runs with stderr captured; they are replayed if it fails.
+    """
+    if "TF_CPP_MIN_LOG_LEVEL" in os.environ or "tensorflow" in sys.modules:
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow" or \
+            importlib.util.find_spec("tensorflow") is None:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        except BaseException:
+            os.dup2(saved, 2)
+            capture.seek(0)
+            sys.stderr.write(capture.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def main(argv=None):

@@ -3,6 +3,8 @@ a plain function."""
 
 import json
 
+from keras_mixer.cli.common import WEIGHTS_HELP, weights_arg
+
 from keras_mixer.export import data as data_lib
 from keras_mixer.export import tflite as tflite_lib
 from keras_mixer.export.runtimes import OPENVINO_PRECISIONS
@@ -14,12 +16,12 @@ def add_parsers(subparsers):
     export = subparsers.add_parser(
         "export", help="TFLite for phones/edge; SavedModel, ONNX, OpenVINO for servers")
     sub = export.add_subparsers(dest="export_command", required=True, metavar="FORMAT")
-    model_help = "a .keras file, or a variant name (S/16, B/16, ...) with --weights"
+    model_help = "a .keras file, or a variant name (S/16, B/16, ...) with --weights ('none': random init)"
 
     p = sub.add_parser("tflite", help="convert to .tflite (+ <model>.json sidecar metadata)")
     p.add_argument("model", help=model_help)
     p.add_argument("-o", "--output", required=True, help="OUT.tflite")
-    p.add_argument("--weights", help="weights tag or file for a variant (default: random init)")
+    p.add_argument("--weights", help=WEIGHTS_HELP + "; required with a variant")
     p.add_argument("--quantize", default="none", help=f"one of {tflite_lib.QUANTIZE_MODES} (default: none)")
     p.add_argument("--target", default="cpu", help=f"one of {TARGETS} (default: cpu)")
     p.add_argument("--representative", default="default",
@@ -39,7 +41,7 @@ def add_parsers(subparsers):
     p = sub.add_parser("saved-model", help="SavedModel with serving signatures, NAME/VERSION/ layout")
     p.add_argument("model", help=model_help)
     p.add_argument("-o", "--output", required=True, help="NAME directory (the model goes to NAME/VERSION/)")
-    p.add_argument("--weights", help="weights tag or file for a variant (default: random init)")
+    p.add_argument("--weights", help=WEIGHTS_HELP + "; required with a variant")
     p.add_argument("--version", type=int, default=1, help="version sub-directory (default: 1)")
     p.add_argument("--xla", action="store_true", help="compile the model's compute with XLA")
     p.add_argument("--precision", default="float32",
@@ -70,7 +72,7 @@ def add_parsers(subparsers):
         p = sub.add_parser(name, help=f"{suffix} through Keras' exporter, checked in {runtime}")
         p.add_argument("model", help=model_help)
         p.add_argument("-o", "--output", required=True, help=f"OUT{suffix} (+ OUT.json sidecar)")
-        p.add_argument("--weights", help="weights tag or file for a variant (default: random init)")
+        p.add_argument("--weights", help=WEIGHTS_HELP + "; required with a variant")
         p.add_argument("--labels", help="'digits' or a text file with one class name per line")
         p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
                        help=f"largest probability difference from Keras allowed on the check "
@@ -82,7 +84,7 @@ def add_parsers(subparsers):
     p.add_argument("tflite", metavar="FILE",
                    help="the .tflite (LiteRT), .onnx (ONNX Runtime) or .xml (OpenVINO) file")
     p.add_argument("model", help=model_help)
-    p.add_argument("--weights", help="weights tag or file for a variant")
+    p.add_argument("--weights", help=WEIGHTS_HELP + "; required with a variant")
     p.add_argument("--images", default="default",
                    help=f"held-out images: {data_lib.SOURCES} (default: embedded digits test split)")
     p.add_argument("--data-dir", help="tfds data dir for tfds: --images (default: tfds' own)")
@@ -96,7 +98,7 @@ def add_parsers(subparsers):
 
 def _run_tflite(args):
     report = tflite_lib.export_tflite(
-        args.model, args.output, weights=args.weights, quantize=args.quantize,
+        args.model, args.output, weights=_weights(args), quantize=args.quantize,
         target=args.target, representative=args.representative, num_samples=args.num_samples,
         io_dtype=args.io_dtype, float_ops=args.float_ops, labels=args.labels,
         data_dir=args.data_dir, overwrite=args.overwrite)
@@ -117,7 +119,7 @@ def _run_tflite(args):
 def _run_saved_model(args):
     from keras_mixer.export.saved_model import export_saved_model
 
-    path = export_saved_model(args.model, args.output, weights=args.weights,
+    path = export_saved_model(args.model, args.output, weights=_weights(args),
                               version=args.version, xla=args.xla, precision=args.precision,
                               top_k=args.top_k, labels=args.labels, overwrite=args.overwrite)
     print(f"wrote {path} (signatures: serving_default, serve_uint8, serve_bytes; "
@@ -145,7 +147,7 @@ def _run_server_format(args):
     from keras_mixer.export import servers
 
     export = {"onnx": servers.export_onnx, "openvino": servers.export_openvino}[args.export_format]
-    report = export(args.model, args.output, weights=args.weights, labels=args.labels,
+    report = export(args.model, args.output, weights=_weights(args), labels=args.labels,
                     tolerance=args.tolerance, overwrite=args.overwrite)
     check, contract = report["check"], report["contract"]
     print(f"wrote {report['path']} ({report['bytes']:,} bytes) and {report['sidecar']}")
@@ -158,7 +160,16 @@ def _run_server_format(args):
 def _run_verify(args):
     from keras_mixer.export.verify import verify
 
-    report = verify(args.tflite, args.model, weights=args.weights, images=args.images,
+    report = verify(args.tflite, args.model, weights=_weights(args), images=args.images,
                     count=args.count, num_threads=args.threads, precision=args.precision,
                     data_dir=args.data_dir)
     print(json.dumps(report, indent=1))
+
+
+def _weights(args):
+    """A variant is exported with the weights the user names: random weights are
+    an explicit choice (--weights none), never a silent default."""
+    if args.weights is None and not str(args.model).endswith(".keras"):
+        raise ValueError(f"weights: exporting the variant {args.model!r} needs --weights "
+                         f"(a tag, a file, or 'none' for random initialization); got none")
+    return weights_arg(args.weights)

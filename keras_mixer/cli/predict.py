@@ -1,13 +1,14 @@
 """`keras-mixer predict` and `keras-mixer convert`."""
 
+from keras_mixer.cli.common import WEIGHTS_HELP, weights_arg
+
 
 def add_parsers(subparsers):
     p = subparsers.add_parser("predict", help="classify image files (top-k labels)")
     p.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
     p.add_argument("--model", default="B/16",
                    help="variant (B/16, ...) or a .keras file (default: B/16)")
-    p.add_argument("--weights", default=None,
-                   help="weights tag or file for a variant (default: 'imagenet' for a variant)")
+    p.add_argument("--weights", help=WEIGHTS_HELP + " (default for a variant: imagenet)")
     p.add_argument("--top", type=int, default=5, help="classes per image (default: 5)")
     p.add_argument("--labels", help="text file with one class name per line, for custom heads")
     p.set_defaults(run=_run_predict)
@@ -26,9 +27,8 @@ def add_parsers(subparsers):
 def _run_predict(args):
     from keras_mixer.inference import predict
 
-    weights = args.weights
-    if weights is None and not args.model.endswith(".keras"):
-        weights = "imagenet"
+    variant = not args.model.endswith(".keras")
+    weights = weights_arg(args.weights, default="imagenet" if variant else None)
     results = predict(args.images, model=args.model, weights=weights, top=args.top,
                       labels=args.labels)
     for path, top in zip(args.images, results):

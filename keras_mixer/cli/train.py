@@ -3,75 +3,95 @@
 Thin: parse, then call `train`, `evaluate` or `tune` of `keras_mixer.training`.
 """
 
+import argparse
 import json
+import os
 
-from keras_mixer.training.recipes import PRECISIONS, RECIPE_NAMES
+from keras_mixer.training.recipes import FLAG_TYPES, PRECISIONS, RECIPE_NAMES, flag, randaugment_arg
 from keras_mixer.training.strategy import STRATEGIES
 
-# Recipe fields settable from the command line: flag -> (field, type).
-RECIPE_FLAGS = {
-    "--epochs": ("epochs", int), "--batch-size": ("batch_size", int),
-    "--learning-rate": ("learning_rate", float), "--weight-decay": ("weight_decay", float),
-    "--warmup-steps": ("warmup_steps", int), "--schedule": ("schedule", str),
-    "--optimizer": ("optimizer", str), "--clipnorm": ("clipnorm", float),
-    "--label-smoothing": ("label_smoothing", float), "--mixup": ("mixup", float),
-    "--drop-path-rate": ("drop_path_rate", float), "--dropout": ("dropout", float),
-    "--image-size": ("image_size", int),
-}
+STRATEGY_HELP = ("tf.distribute strategy: auto (TPU, then a TF_CONFIG cluster, then several GPUs, "
+                 "else one device), default (one device), mirrored (all local GPUs), multiworker "
+                 "(TF_CONFIG), tpu (default: %(default)s)")
+DATASET_HELP = "default (embedded digits) | tfds:NAME | folder:PATH (default: %(default)s)"
 
 
 def add_parsers(subparsers):
     p = subparsers.add_parser("train", help="train or fine-tune a Mixer (default: the embedded digits)")
     _model_and_data(p, default_model="default")
-    p.add_argument("--output-dir", default="runs/default",
-                   help="where everything is written (default: runs/default)")
+    p.add_argument("--output-dir", default="runs/default", type=os.path.expanduser,
+                   help="where everything is written; a rerun resumes there (default: %(default)s)")
     _recipe_flags(p)
     p.add_argument("--per-replica-batch", action="store_true",
                    help="read --batch-size per replica: global batch = batch size x replicas")
-    p.add_argument("--precision", default="float32", choices=PRECISIONS)
+    p.add_argument("--precision", default="float32", choices=PRECISIONS,
+                   help="Keras dtype policy of the layers; the output stays float32 (default: %(default)s)")
     p.add_argument("--jit-compile", action="store_true", help="compile the train step with XLA")
-    p.add_argument("--overwrite", action="store_true", help="start over in an existing output dir")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start over in an output dir holding another run (kept in .previous/ "
+                        "until the new run has trained an epoch)")
     p.set_defaults(run=_run_train)
 
     p = subparsers.add_parser("evaluate", help="top-1/top-5 of a saved model or a pretrained tag")
-    p.add_argument("model", help="a .keras file, or a variant (B/16) with --weights")
-    p.add_argument("--weights", help="weights tag or file for a variant (e.g. imagenet)")
-    p.add_argument("--dataset", default="default",
-                   help="default | tfds:NAME | folder:PATH (default: default)")
-    p.add_argument("--data-dir", help="tfds data dir holding the prepared dataset")
-    p.add_argument("--split", default="test", choices=("test", "train"))
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--strategy", default="default", choices=STRATEGIES)
+    p.add_argument("model", type=os.path.expanduser, help="a .keras file, or a variant (B/16) with --weights")
+    p.add_argument("--weights", type=_weights_arg, default=argparse.SUPPRESS,
+                   help="for a variant (required): a tag (imagenet, ...), a .npz/.weights.h5 file, "
+                        "or 'none' to evaluate the random initialisation")
+    p.add_argument("--dataset", default="default", type=_dataset_arg, help=DATASET_HELP)
+    p.add_argument("--data-dir", type=os.path.expanduser, help="tfds data dir holding the prepared dataset")
+    p.add_argument("--split", default="test", choices=("test", "train"),
+                   help="which split to score: test (for the digits and folders without test/, "
+                        "the held-out images) or train (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=128, help="images per step (default: %(default)s)")
+    p.add_argument("--strategy", default="default", choices=STRATEGIES, help=STRATEGY_HELP)
     p.set_defaults(run=_run_evaluate)
 
-    p = subparsers.add_parser("tune", help="keras-tuner search over the fine-tuning recipe")
+    p = subparsers.add_parser("tune", help="keras-tuner search over the recipe (then train the best)")
     _model_and_data(p, default_model="default")
-    p.add_argument("--output-dir", default="runs/tune", help="tuner trials and results (default: runs/tune)")
+    p.add_argument("--output-dir", default="runs/tune", type=os.path.expanduser,
+                   help="tuner trials and results (default: %(default)s)")
     _recipe_flags(p)
-    p.add_argument("--algorithm", default="hyperband", choices=("hyperband", "bayesian"))
-    p.add_argument("--max-trials", type=int, default=10, help="trials of the Bayesian search")
-    p.add_argument("--holdout", type=float, default=0.1, help="fraction of train used to score trials")
+    p.add_argument("--algorithm", default="hyperband", choices=("hyperband", "bayesian"),
+                   help="hyperband (trial count follows from --epochs) or bayesian "
+                        "(--max-trials trials) (default: %(default)s)")
+    p.add_argument("--max-trials", type=int, default=10, help="trials of the Bayesian search (default: %(default)s)")
+    p.add_argument("--holdout", type=float, default=0.1,
+                   help="fraction of the training split that scores the trials; the test split "
+                        "is never used (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="discard an earlier search in --output-dir")
     p.set_defaults(run=_run_tune)
 
 
 def _model_and_data(p, default_model):
     p.add_argument("--model", default=default_model,
-                   help="'default', a variant (S/16, B/16, ...) or a JSON config dict")
-    p.add_argument("--weights", help="pretrained tag (imagenet, ...) or .npz/.weights.h5 file")
-    p.add_argument("--dataset", default="default",
-                   help="default | tfds:NAME | folder:PATH (default: default)")
-    p.add_argument("--data-dir", help="tfds data dir holding the prepared dataset")
+                   help="'default', a variant (S/16, B/16, ...) or a JSON config dict (default: %(default)s)")
+    p.add_argument("--weights", type=_weights_arg,
+                   help="pretrained tag (imagenet, ...) or .npz/.weights.h5 file to fine-tune from; "
+                        "none or absent: from scratch")
+    p.add_argument("--dataset", default="default", type=_dataset_arg, help=DATASET_HELP)
+    p.add_argument("--data-dir", type=os.path.expanduser, help="tfds data dir holding the prepared dataset")
     p.add_argument("--recipe", choices=RECIPE_NAMES,
-                   help="default for the default model, finetune with --weights, else pretrain")
-    p.add_argument("--strategy", default="auto", choices=STRATEGIES)
-    p.add_argument("--seed", type=int, default=0)
+                   help="default: 'default' for the default model or the embedded digits, "
+                        "'finetune' with --weights, else 'pretrain'")
+    p.add_argument("--strategy", default="auto", choices=STRATEGIES, help=STRATEGY_HELP)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds weights, shuffling and augmentation (default: %(default)s)")
 
 
 def _recipe_flags(p):
-    for flag, (field, kind) in RECIPE_FLAGS.items():
-        p.add_argument(flag, type=kind, dest=field, help=f"override the recipe's {field}")
-    p.add_argument("--randaugment", help="'OPS,MAGNITUDE' (e.g. 2,15) or 'none'")
+    for field, kind in FLAG_TYPES.items():
+        p.add_argument(flag(field), type=kind, dest=field, help=f"override the recipe's {field}")
+    p.add_argument("--randaugment",
+                   help="override the recipe's RandAugment: 'OPS,MAGNITUDE' (e.g. 2,15) or 'none'")
+
+
+def _weights_arg(text):
+    # 'none' names the random initialisation on purpose (None in Python).
+    return None if text.strip().lower() == "none" else os.path.expanduser(text)
+
+
+def _dataset_arg(text):
+    return "folder:" + os.path.expanduser(text[7:]) if text.startswith("folder:") else text
 
 
 def _model_arg(text):
@@ -84,18 +104,20 @@ def _model_arg(text):
 
 
 def _overrides(args):
-    overrides = {field: getattr(args, field) for field, _ in RECIPE_FLAGS.values()}
-    if args.randaugment:
-        if args.randaugment.lower() == "none":
-            overrides["randaugment"] = False  # None would mean "keep the recipe's"
-        else:
-            try:
-                ops, magnitude = (float(v) for v in args.randaugment.split(","))
-            except ValueError:
-                raise ValueError(
-                    f"randaugment: expected 'OPS,MAGNITUDE' or 'none'; got {args.randaugment!r}") from None
-            overrides["randaugment"] = (int(ops), magnitude)
+    overrides = {field: getattr(args, field) for field in FLAG_TYPES}
+    overrides["randaugment"] = randaugment_arg(args.randaugment) if args.randaugment else None
     return overrides
+
+
+def _rounded(value, digits=4):
+    """Printed figures: 4 decimals (the files keep every digit)."""
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, dict):
+        return {k: _rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v, digits) for v in value]
+    return value
 
 
 def _run_train(args):
@@ -114,10 +136,10 @@ def _run_train(args):
 def _run_evaluate(args):
     from keras_mixer.training.evaluation import evaluate
 
-    result = evaluate(args.model, weights=args.weights, dataset=args.dataset,
-                      data_dir=args.data_dir, batch_size=args.batch_size, split=args.split,
-                      strategy=args.strategy)
-    print(json.dumps(result, indent=2))
+    weights = {"weights": args.weights} if hasattr(args, "weights") else {}
+    result = evaluate(_model_arg(args.model), dataset=args.dataset, data_dir=args.data_dir,
+                      batch_size=args.batch_size, split=args.split, strategy=args.strategy, **weights)
+    print(json.dumps(_rounded(result), indent=2))
 
 
 def _run_tune(args):
@@ -129,5 +151,9 @@ def _run_tune(args):
         overrides=_overrides(args), algorithm=args.algorithm, max_trials=args.max_trials,
         holdout=args.holdout, strategy=args.strategy, overwrite=args.overwrite, seed=args.seed,
     )
-    print(json.dumps(result["best"], indent=2))
+    best = dict(result["best"])
+    command = best.pop("command", None)
+    print(json.dumps(_rounded(best), indent=2))
     print(f"all trials in {args.output_dir}/results.json; best in {args.output_dir}/best_config.json")
+    if command:  # as it is, to copy: json.dumps would escape its quotes
+        print(f"train with the best values:\n  {command}")

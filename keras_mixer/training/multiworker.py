@@ -15,14 +15,15 @@ the same compiled Keras model, optimizer and loss that `fit` uses elsewhere:
   all-reduces (sums) the gradients, so every worker applies the same update;
 - metrics are sums reduced with `strategy.reduce`, so all workers log the same values
   (and all stop together on a NaN loss);
-- fault tolerance: a `tf.train.CheckpointManager` after every epoch (model,
-  optimizer, epoch). Every worker must save, as the save may use collectives; the
-  chief writes to OUTPUT_DIR/backup, the others to a temporary directory they delete
-  again (TF docs). A restarted cluster restores every worker from the chief's backup
-  (so the output directory must be on a file system all workers share).
+- fault tolerance: after every epoch the log row and best weights, then the
+  backup (backup.py, the same format `fit` writes, so a run resumes across the
+  single/multi-worker boundary). Every worker saves, as TF's docs prescribe for
+  state that may need collectives to read; the chief writes to OUTPUT_DIR/backup,
+  the others to a temporary directory they delete again. A restarted cluster
+  restores every worker from the chief's backup (so the output directory must be
+  on a file system all workers share).
 """
 
-import csv
 import math
 import os
 import shutil
@@ -31,58 +32,48 @@ import time
 import keras
 import tensorflow as tf
 
-from keras_mixer.training import outputs
+from keras_mixer.training import backup, outputs
 
 
-def fit(net, strategy, train_data, test_data, epochs, steps, global_batch, label_smoothing,
-        output_dir, work_dir, chief, verbose):
-    """Trains `net` (built and compiled in `strategy.scope()`) for `epochs`.
+def fit(net, strategy, train_data, test_data, *, steps, epochs, global_batch, label_smoothing,
+        backup_dir, work_dir, chief, verbose, restore=True):
+    """Trains `net` (built and compiled in `strategy.scope()`) for `epochs`,
+    resuming from `backup_dir` unless `restore` is False (--overwrite).
 
     Returns (history, scores, epoch_times): per-epoch logs as `History.history`
     does, the final test metrics {"loss", "accuracy", "top5"}, and the wall time
-    of each epoch's training (without evaluation) trained in this session.
+    of each epoch's training (without evaluation) trained in this session. The
+    backup is left in place: the caller removes it once the outputs exist.
     """
     loss_fn = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing, reduction=None)
     top_k = min(5, net.output_shape[-1])
     train_step, eval_step = _steps(net, strategy, loss_fn, global_batch, top_k)
     with strategy.scope():
-        epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         net.optimizer.build(net.trainable_variables)  # its slots exist before a restore
-    checkpoint = tf.train.Checkpoint(model=net, optimizer=net.optimizer, epoch=epoch)
-    backup = os.path.join(output_dir, "backup")
-    latest = tf.train.latest_checkpoint(backup)
-    if latest:
-        checkpoint.restore(latest).assert_existing_objects_matched()
-        print(f"resuming from the backup after epoch {int(epoch.numpy())}")
-    start = int(epoch.numpy())
     log = os.path.join(work_dir, outputs.LOG_CSV)
-    rows = [r for r in outputs.read_log(log) if r["epoch"] < start]
-    best = max((r["val_accuracy"] for r in rows), default=-1.0)
+    start = backup.restore(net, backup_dir, set_aside_unreadable=chief, keep=(log,)) if restore else 0
+    epoch_log = outputs.EpochLog(work_dir, save_best=chief)
+    epoch_log.start(start)
     history, epoch_times = {}, []
     dist_train = strategy.experimental_distribute_dataset(train_data)
     dist_test = strategy.experimental_distribute_dataset(test_data)
     for e in range(start, epochs):
         began = time.perf_counter()
-        logs, nan = _train_epoch(train_step, dist_train, steps, chief and verbose != 0, e, epochs)
+        logs, nan = _train_epoch(train_step, dist_train, steps, chief and verbose == 1, e, epochs)
         epoch_times.append(time.perf_counter() - began)
-        val = _evaluate(eval_step, dist_test)
-        logs.update({f"val_{k}": v for k, v in val.items()})
+        logs.update({f"val_{k}": v for k, v in _evaluate(eval_step, dist_test).items()})
         for key, value in logs.items():
             history.setdefault(key, []).append(value)
-        rows.append(dict(epoch=e, **logs))
-        _write_log(log, rows)
-        if chief and logs["val_accuracy"] > best:  # the best epoch, as ModelCheckpoint does
-            best = logs["val_accuracy"]
-            net.save_weights(os.path.join(work_dir, "best.weights.h5"))
+        if chief and verbose == 2:  # as fit's verbose=2: one line per epoch
+            print(f"Epoch {e + 1}/{epochs} - {epoch_times[-1]:.0f}s - "
+                  + " - ".join(f"{k}: {v:.4f}" for k, v in logs.items()), flush=True)
+        epoch_log.end(e, logs, net)  # before the backup: the epoch's row is never lost
         if nan:  # as TerminateOnNaN: every worker saw the same reduced loss
             print(f"epoch {e + 1}: loss is NaN, training stopped")
             break
-        epoch.assign(e + 1)
-        _save(checkpoint, backup if chief else os.path.join(work_dir, "backup-tmp"), chief)
-    scores = _evaluate(eval_step, dist_test)
-    if chief:  # as BackupAndRestore at the end of training
-        shutil.rmtree(backup, ignore_errors=True)
-    return history, scores, epoch_times
+        _save(net, backup_dir if chief else os.path.join(work_dir, "backup-tmp"), e + 1, chief)
+        outputs.discard_previous(work_dir)
+    return history, _evaluate(eval_step, dist_test), epoch_times
 
 
 def _steps(net, strategy, loss_fn, global_batch, top_k):
@@ -152,19 +143,7 @@ def _means(totals):
     return {k: v / count for k, v in totals.items() if k != "count"}
 
 
-def _write_log(path, rows):
-    # The whole file each epoch (it is small): one row per epoch across resumes.
-    keys = ["epoch"] + sorted({k for r in rows for k in r} - {"epoch"})
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, keys)
-        writer.writeheader()
-        writer.writerows({**r, "epoch": int(r["epoch"])} for r in rows)
-    os.replace(tmp, path)
-
-
-def _save(checkpoint, directory, chief):
-    tf.train.CheckpointManager(checkpoint, directory, max_to_keep=2).save()
+def _save(net, directory, epoch, chief):
+    backup.save(net, directory, epoch)
     if not chief:
         shutil.rmtree(directory, ignore_errors=True)
-

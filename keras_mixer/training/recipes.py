@@ -10,6 +10,8 @@ Expected results (measured; see benchmarks/results/train_default.md):
     keras-mixer train          # default: ~98% test top-1 on the digits, minutes on 2 CPU cores
 """
 
+import math
+
 # A small Mixer for 32x32 digits: 4x4 patches -> 64 tokens (about 105k parameters).
 DEFAULT_MODEL = dict(
     num_blocks=4, patch_size=4, hidden_dim=64, tokens_mlp_dim=64, channels_mlp_dim=128
@@ -33,6 +35,7 @@ RECIPES = {
         crop_area=(0.08, 1.0),    # inception crop: fraction of the image area kept
         flip=True,                # random horizontal flip
         image_size=224,
+        layer_decay=1.0,          # learning rate x decay ** (depth from the top); 1 = off
     ),
     "finetune": dict(
         optimizer="sgd",          # SGD with momentum 0.9
@@ -51,6 +54,7 @@ RECIPES = {
         crop_area=(0.08, 1.0),
         flip=True,
         image_size=224,
+        layer_decay=1.0,          # learning rate x decay ** (depth from the top); 1 = off
     ),
     "default": dict(
         optimizer="adamw",
@@ -69,12 +73,20 @@ RECIPES = {
         crop_area=(0.6, 1.0),     # mild crops: a digit must stay recognisable
         flip=False,               # digits are not mirror-symmetric
         image_size=32,
+        layer_decay=1.0,          # learning rate x decay ** (depth from the top); 1 = off
     ),
 }
 RECIPE_NAMES = tuple(RECIPES)
 OPTIMIZERS = ("adamw", "adam", "sgd")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")  # keras mixed-precision policies
 SCHEDULES = ("cosine", "linear", "constant")
+# Fields with a command-line flag (`--learning-rate` for learning_rate), and their types.
+# randaugment has one too, written 'OPS,MAGNITUDE' or 'none' (see randaugment_arg).
+FLAG_TYPES = dict(
+    epochs=int, batch_size=int, learning_rate=float, weight_decay=float, warmup_steps=int,
+    schedule=str, optimizer=str, clipnorm=float, label_smoothing=float, mixup=float,
+    drop_path_rate=float, dropout=float, image_size=int, layer_decay=float,
+)
 
 
 def get_recipe(name, overrides=None):
@@ -91,6 +103,39 @@ def get_recipe(name, overrides=None):
     return recipe
 
 
+def flag(field):
+    """The command-line flag of a recipe field: learning_rate -> --learning-rate."""
+    return "--" + field.replace("_", "-")
+
+
+def randaugment_arg(text):
+    """The `--randaugment` value: 'OPS,MAGNITUDE' -> (ops, magnitude), 'none' -> False
+    (off; None would mean "keep the recipe's")."""
+    if text.strip().lower() == "none":
+        return False
+    try:
+        ops, magnitude = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"randaugment: expected 'OPS,MAGNITUDE' or 'none'; got {text!r}") from None
+    return int(ops), magnitude
+
+
+def override_flags(overrides):
+    """The command-line flags that set `overrides` (None values are left out):
+    the inverse of the CLI's parsing, for commands printed to be run again."""
+    argv = []
+    for field, value in overrides.items():
+        if value is None:
+            continue
+        if field == "randaugment":
+            value = "none" if not value else f"{value[0]},{value[1]!r}"
+        elif field not in FLAG_TYPES:
+            raise ValueError(f"overrides: {field!r} has no command-line flag; "
+                             f"expected one of {sorted(FLAG_TYPES)} or 'randaugment'")
+        argv += [flag(field), repr(value) if isinstance(value, float) else str(value)]
+    return argv
+
+
 def _check(r):
     def need(ok, field, allowed):
         if not ok:
@@ -98,24 +143,29 @@ def _check(r):
 
     need(r["optimizer"] in OPTIMIZERS, "optimizer", f"one of {list(OPTIMIZERS)}")
     need(r["schedule"] in SCHEDULES, "schedule", f"one of {list(SCHEDULES)}")
-    need(_positive(r["learning_rate"]), "learning_rate", "a number > 0")
+    need(_positive(r["learning_rate"]), "learning_rate", "a finite number > 0")
     need(isinstance(r["warmup_steps"], int) and r["warmup_steps"] >= 0, "warmup_steps", "an int >= 0")
-    need(_number(r["weight_decay"]) and r["weight_decay"] >= 0, "weight_decay", "a number >= 0")
-    need(r["clipnorm"] is None or _positive(r["clipnorm"]), "clipnorm", "None or a number > 0")
+    need(_number(r["weight_decay"]) and r["weight_decay"] >= 0, "weight_decay", "a finite number >= 0")
+    need(r["clipnorm"] is None or _positive(r["clipnorm"]), "clipnorm", "None or a finite number > 0")
     need(isinstance(r["batch_size"], int) and r["batch_size"] > 0, "batch_size", "an int > 0")
     need(isinstance(r["epochs"], int) and r["epochs"] > 0, "epochs", "an int > 0")
     need(_number(r["label_smoothing"]) and 0 <= r["label_smoothing"] < 1, "label_smoothing",
          "a number in [0, 1)")
     need(_number(r["mixup"]) and r["mixup"] >= 0, "mixup", "a number >= 0 (0 turns mixup off)")
+    for field in ("drop_path_rate", "dropout"):
+        need(_number(r[field]) and 0 <= r[field] < 1, field, "a number in [0, 1)")
     need(r["randaugment"] in (None, False) or (len(r["randaugment"]) == 2 and 0 <= r["randaugment"][1] <= 30),
          "randaugment", "None/False (off) or (num_ops, magnitude in [0, 30])")
     need(len(r["crop_area"]) == 2 and 0 < r["crop_area"][0] <= r["crop_area"][1] <= 1,
          "crop_area", "(low, high) with 0 < low <= high <= 1")
     need(isinstance(r["image_size"], int) and r["image_size"] > 0, "image_size", "an int > 0")
+    need(_number(r["layer_decay"]) and 0 < r["layer_decay"] <= 1, "layer_decay",
+         "a number in (0, 1] (1 turns it off)")
 
 
 def _number(x):
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
+    # Finite only: an infinite learning rate or decay trains to NaN (as a NaN one would).
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def _positive(x):

@@ -96,6 +96,12 @@ def is_chief():
     return first_worker and "chief" not in config.get("cluster", {})
 
 
+def describe(strategy):
+    """'MirroredStrategy, 2 replicas': for the line printed before training."""
+    replicas = strategy.num_replicas_in_sync
+    return f"{type(strategy).__name__.lstrip('_')}, {replicas} replica{'s' * (replicas > 1)}"
+
+
 def global_batch_size(batch_size, replicas, per_replica=False):
     """The global batch: `batch_size` is global, or per replica when `per_replica`."""
     if per_replica:

@@ -5,11 +5,13 @@ value), weight decay, drop-path rate and label smoothing; for models trained
 from scratch with a custom config (the default digits model) also width and
 depth. Trials are scored on a hold-out of the training split, never on the
 test split. Results: OUTPUT_DIR/results.json (every trial) and
-OUTPUT_DIR/best_config.json (the best values and a `keras-mixer train` command).
+OUTPUT_DIR/best_config.json (the best values, and the `keras-mixer train`
+command that trains with them and every other flag of the search).
 """
 
 import json
 import os
+import shlex
 
 import keras
 import keras_tuner as kt
@@ -17,6 +19,7 @@ import keras_tuner as kt
 from keras_mixer import datasets
 from keras_mixer.training import data as data_lib
 from keras_mixer.training import outputs
+from keras_mixer.training import recipes as recipes_lib
 from keras_mixer.training import strategy as strategy_lib
 from keras_mixer.training.trainer import build_model, check_arguments, make_optimizer
 
@@ -28,6 +31,7 @@ DROP_PATH = (0.0, 0.2, 0.1)  # (min, max, step) stochastic depth at the last blo
 LABEL_SMOOTHING = (0.0, 0.2, 0.1)  # (min, max, step)
 WIDTHS = (32, 64, 128)  # hidden_dim C of from-scratch custom models; MLP dims scale with it
 DEPTHS = (2, 8, 2)  # (min, max, step) num_blocks of from-scratch custom models
+TUNED_FIELDS = ("learning_rate", "weight_decay", "drop_path_rate", "label_smoothing")
 
 
 def trial_variant(base, num_blocks, width):
@@ -59,7 +63,7 @@ class MixerHyperModel(kt.HyperModel):
             plan["variant"] = trial_variant(plan["variant"], depth, hp.Choice("hidden_dim", WIDTHS))
         model = build_model(plan, self.num_classes)
         model.compile(
-            optimizer=make_optimizer(recipe, self.total_steps),
+            optimizer=make_optimizer(recipe, self.total_steps, model),
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe["label_smoothing"]),
             metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
         )
@@ -97,29 +101,51 @@ def tune(model="default", *, weights=None, dataset="default", data_dir=None,
         tuner = kt.Hyperband(hypermodel, max_epochs=hp["epochs"], factor=3, **common)
     else:
         tuner = kt.BayesianOptimization(hypermodel, max_trials=max_trials, **common)
+    print(f"searching ({algorithm}) the {plan['recipe']} recipe on {dataset}: "
+          f"{source.num_train:,} training and {source.num_test:,} held-out images; "
+          f"{strategy_lib.describe(dist)}, global batch {global_batch}, up to {hp['epochs']} "
+          f"epochs a trial")
     tuner.search(data_lib.train_pipeline(source, hp, global_batch, seed), epochs=hp["epochs"], shuffle=False,
                  validation_data=data_lib.eval_pipeline(source, hp["image_size"], global_batch),
-                 verbose=verbose)
-    return write_results(tuner, plan, output_dir)
+                 verbose=outputs.progress_verbosity(verbose))
+    rerun = dict(overrides=overrides, seed=seed, strategy=strategy)
+    return write_results(tuner, plan, output_dir, rerun)
 
 
-def write_results(tuner, plan, output_dir):
+def write_results(tuner, plan, output_dir, rerun):
+    """results.json (every trial) and best_config.json (the best trial and the
+    command that trains with its values); `rerun`: the search's overrides, seed
+    and strategy, which the command repeats."""
     trials = [dict(trial_id=t.trial_id, status=t.status, score=t.score,
                    hyperparameters=t.hyperparameters.values)
               for t in tuner.oracle.trials.values()]
     trials.sort(key=lambda t: -(t["score"] if t["score"] is not None else float("-inf")))
     best = dict(trials[0]) if trials else {}
     if best:
-        values = best["hyperparameters"]
-        flags = [f"--{k.replace('_', '-')} {v:.4g}" for k, v in values.items()
-                 if k in ("learning_rate", "weight_decay", "drop_path_rate", "label_smoothing")]
-        model = plan["model"]
-        if "hidden_dim" in values:  # a from-scratch custom model: its config is part of the result
-            model = trial_variant(plan["variant"], values["num_blocks"], values["hidden_dim"])
-        model = json.dumps(model) if isinstance(model, dict) else model
-        best["command"] = (f"keras-mixer train --model '{model}' "
-                           f"--dataset {plan['dataset']} --recipe {plan['recipe']} " + " ".join(flags))
+        best["command"] = train_command(plan, best["hyperparameters"], **rerun)
     result = dict(best=best, trials=trials)
     outputs.write_json(os.path.join(output_dir, "results.json"), trials)
     outputs.write_json(os.path.join(output_dir, "best_config.json"), best)
     return result
+
+
+def train_command(plan, values, *, overrides, seed, strategy):
+    """The `keras-mixer train` command of the search's plan and flags with the
+    tuned `values` (exact, not rounded) in place of the searched fields."""
+    model = plan["model"]
+    if "hidden_dim" in values:  # a from-scratch custom model: its config is part of the result
+        model = trial_variant(plan["variant"], values["num_blocks"], values["hidden_dim"])
+    argv = ["keras-mixer", "train", "--model", json.dumps(model) if isinstance(model, dict) else model]
+    if plan["weights"] is not None:
+        argv += ["--weights", os.fspath(plan["weights"])]
+    argv += ["--dataset", plan["dataset"]]
+    if plan["data_dir"] is not None:
+        argv += ["--data-dir", plan["data_dir"]]
+    argv += ["--recipe", plan["recipe"]]
+    tuned = {k: float(values[k]) for k in TUNED_FIELDS if k in values}
+    argv += recipes_lib.override_flags({**(overrides or {}), **tuned})
+    if strategy != "auto":
+        argv += ["--strategy", strategy]
+    if seed != 0:
+        argv += ["--seed", str(seed)]
+    return shlex.join(argv)

@@ -1,0 +1,1 @@
+"""keras_mixer's benchmark harness: `python -m benchmarks --list` names the sections."""
