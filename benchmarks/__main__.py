@@ -21,6 +21,7 @@ SECTIONS = {
     "train_step": "benchmarks.train_step",
     "tflite": "benchmarks.tflite",
     "saved_model": "benchmarks.saved_model",
+    "server": "benchmarks.server",
     "convert": "benchmarks.convert",
     "profile": "benchmarks.profile",
     "tokenmix": "benchmarks.tokenmix",

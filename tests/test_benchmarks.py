@@ -222,6 +222,15 @@ def _saved_model(d):
     _ratio_fits(d["xla_speedup"], d["xla"]["images_per_s"], d["no_xla"]["images_per_s"])
 
 
+def _server(d):
+    for row in d["rows"]:
+        modes = row["modes"]
+        assert row["best"] in modes and modes[row["best"]]["vs_best"]["median"] == pytest.approx(1.0)
+        for mode in modes.values():
+            assert mode["images_s"]["min"] > 0 and mode["vs_best"]["median"] <= 1.0 + 1e-9
+            assert mode["images_s"]["min"] <= mode["images_s"]["median"] <= mode["images_s"]["max"]
+
+
 def _convert(d):
     from keras_mixer.weights import checkpoint_shapes
 
