@@ -26,8 +26,9 @@ def digits(digits_mixer, tmp_path_factory):
 def test_quantizer_recipes_keep_accuracy_and_report_layer_errors(tmp_path, digits, recipe):
     model, float_path, x_train, held_out = digits
     out = str(tmp_path / f"{recipe}.tflite")
-    report = quantize_tflite(float_path, out, recipe=recipe, representative=x_train[:100],
-                             num_samples=100, held_out=held_out[0][:16])
+    # Calibrated on the default 200 images: with 100, w8a8 lost 1.1 points here.
+    report = quantize_tflite(float_path, out, recipe=recipe, representative=x_train,
+                             held_out=held_out[0][:16])
     result = verify(out, model, images=held_out, count=len(held_out[0]))
     assert result["keras_accuracy"] > 0.9
     assert result["tflite_accuracy"] >= result["keras_accuracy"] - 0.01
