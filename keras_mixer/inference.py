@@ -14,7 +14,7 @@ import numpy as np
 
 from keras_mixer import files
 from keras_mixer import labels as labels_lib
-from keras_mixer import weight_files
+from keras_mixer.weights import npz as npz_format
 from keras_mixer import weights as weights_lib
 
 
@@ -104,7 +104,7 @@ def convert(checkpoint, output, *, model=None, input_size=None, include_top=True
         raise ValueError(f"checkpoint: expected an authors' .npz file; got {checkpoint!r}")
     if not os.path.isfile(checkpoint):
         raise FileNotFoundError(f"checkpoint: no such file: {checkpoint!r}")
-    headers = weight_files.npz_headers(checkpoint)
+    headers = npz_format.npz_headers(checkpoint)
     found = weights_lib.infer_variant({k: s for k, (s, _) in headers.items()}, VARIANTS)
     if model is not None and model != found:
         raise ValueError(f"model: {checkpoint!r} holds a Mixer {found}; got --model {model!r}")

@@ -11,7 +11,6 @@ import inspect
 
 import keras
 
-from keras_mixer import keras_weights
 from keras_mixer import weights as weights_lib
 from keras_mixer.layers import GELU_FORMS, LAYER_NORM_EPSILON, InputRescaling, MixerBlock
 
@@ -67,13 +66,13 @@ def Mixer(
         classes = source.classes or 1000
     _check_head(classes, classifier_activation, include_top, source)
     factors, arrays = (1, 1), None
-    if source.kind in weights_lib.ARRAY_KINDS:
+    if source.pretrained:
         factors = weights_lib.resolution_factors(source, input_shape)
+        if source.tokens_mlp_dim:  # a Keras file: the width it was saved at (tiled or not)
+            config["tokens_mlp_dim"] = source.tokens_mlp_dim
         arrays = weights_lib.load_checkpoint(source, config, include_top=include_top)
         # K_h x K_w tiles need K_h * K_w copies of the token MLP (Appendix C).
         config["tokens_mlp_dim"] *= factors[0] * factors[1]
-    elif source.tokens_mlp_dim:  # a Keras file of a tiled (high-resolution) model
-        config["tokens_mlp_dim"] = source.tokens_mlp_dim
 
     model = _build(
         config, grid, input_tensor, input_shape, include_top, pooling, classes,
@@ -82,8 +81,6 @@ def Mixer(
     )
     if arrays is not None:
         weights_lib.assign_checkpoint(model, arrays, factors)
-    elif source.kind == "keras":
-        keras_weights.load(model, source)
     return model
 
 
@@ -219,7 +216,7 @@ def _input_shape(input_tensor, input_shape, source):
                 f"{tensor_shape}")
         input_shape = tensor_shape
     if input_shape is None:
-        input_shape = (*source.resolution, 3)
+        input_shape = (*(source.resolution or (DEFAULT_SIZE, DEFAULT_SIZE)), 3)
     shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else None
     if shape is None or len(shape) != 3:
         raise ValueError(f"input_shape: expected (height, width, channels); got {input_shape!r}")

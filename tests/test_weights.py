@@ -10,7 +10,7 @@ import reference
 from helpers import TINY, images, key_parts, tiny_mixer, write_checkpoint
 
 import keras_mixer
-from keras_mixer import weight_files
+from keras_mixer.weights import npz as npz_format
 from keras_mixer import weights as weights_lib
 
 
@@ -221,7 +221,7 @@ def test_mirror_directory_is_used_in_place(monkeypatch, s32_bucket):
 
 def test_download_failure_says_which_url_and_where_to_put_the_file(tmp_path, monkeypatch):
     monkeypatch.delenv(weights_lib.MIRROR_ENV, raising=False)
-    monkeypatch.setattr(weights_lib, "BASE_URL", (tmp_path / "offline").as_uri() + "/")
+    monkeypatch.setattr(weights_lib.download, "BASE_URL", (tmp_path / "offline").as_uri() + "/")
     cache = tmp_path / "cache"
     with pytest.raises(OSError) as info:
         weights_lib.get_weights_file("imagenet", "B/16", cache_dir=str(cache))
@@ -257,11 +257,11 @@ def test_real_size_b16_checkpoint_matches_reference(tmp_path, rng):
 def test_npz_shapes_reads_headers_like_np_load(tiny_checkpoint, tmp_path):
     path, params = tiny_checkpoint
     want = {k: (v.shape, v.dtype.name) for k, v in params.items()}
-    assert weight_files.npz_headers(path) == want
+    assert npz_format.npz_headers(path) == want
     compressed = tmp_path / "compressed.npz"
     np.savez_compressed(compressed, **params)
-    assert weight_files.npz_headers(str(compressed)) == want
+    assert npz_format.npz_headers(str(compressed)) == want
     fake = tmp_path / "fake.npz"
     fake.write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(ValueError, match=key_parts("weights:", repr(str(fake)), "readable checkpoint")):
-        weight_files.npz_headers(str(fake))
+        npz_format.npz_headers(str(fake))

@@ -1,70 +1,91 @@
-"""Reading and fetching checkpoint files, header first.
+"""timm's Mixer repositories: `config.json` + `model.safetensors`, PyTorch keys
+and layouts, on Hugging Face (`hf://OWNER/REPO`, through huggingface_hub's
+cache and offline mode) or in a local directory laid out like one.
 
-Two formats hold Mixer weights:
-- the authors' `.npz` (flat NumPy archive, Flax keys `MixerBlock_3/token_mixing/
-  Dense_0/kernel`, Keras layouts), from their bucket through `keras.utils.get_file`;
-- timm's Hugging Face repositories (`config.json` + `model.safetensors`, PyTorch
-  keys and layouts), through `huggingface_hub`, or a local copy of one.
-Both are checked from their headers (keys, shapes, dtypes) before any array is
-read, then only the expected arrays are read and checked to be finite. A
-download goes to a temporary name and is renamed into place, and a cached file
-that does not parse is removed and fetched again.
+Keys are mapped to the authors' table (PyTorch layouts transposed); the
+config gives the variant, classes, GELU form (tanh for the authors' Flax
+weights, exact for anything trained in PyTorch) and the checkpoint's own
+preprocessing, which travels with the model (`InputRescaling`).
 """
 
 import json
 import os
 import re
 import struct
-import sys
-import zipfile
 
 import numpy as np
 
-FLOAT_DTYPES = ("float16", "float32", "float64", "bfloat16")
+from keras_mixer.weights import checkpoint
+from keras_mixer.weights.source import SourceKind, WeightsSource
+from keras_mixer.weights.table import HF_PREFIX
+
 # safetensors dtype names -> NumPy (BF16 is widened to float32 on read).
 _ST_DTYPES = {"F16": "<f2", "F32": "<f4", "F64": "<f8", "BF16": "<u2"}
 _ST_MAX_HEADER = 100 * 2**20  # the format's own limit
 
 
-def unreadable(path, err):
-    return ValueError(
-        f"weights: {path!r} is not a readable checkpoint (truncated download or "
-        f"another format?): {err}")
+def source(where, variant, *, name, tag=None):
+    """A timm repository: `hf://OWNER/REPO` or a local directory like one."""
+    if where.startswith(HF_PREFIX):
+        repo = where[len(HF_PREFIX):]
+        if repo.count("/") != 1 or not all(repo.split("/")):
+            raise ValueError(f"weights: expected hf://OWNER/REPO; got {where!r}")
+        config_path, path = hf_download(repo, "config.json"), None
+    else:
+        repo, path = None, where
+        config_path = os.path.join(where, "config.json")
+        missing = [f for f in ("config.json", "model.safetensors")
+                   if not os.path.isfile(os.path.join(where, f))]
+        if missing:
+            raise FileNotFoundError(
+                f"weights: directory {where!r} lacks {missing}; expected a timm "
+                f"repository snapshot (config.json and model.safetensors)")
+    info = read_timm_config(config_path)
+    letter, patch = info["variant"]
+    if variant != f"{letter}/{patch}":
+        raise ValueError(
+            f"weights: {name} holds a Mixer {letter}/{patch}; got variant {variant!r}")
+    return WeightsSource(
+        name=name, kind=SourceKind.TIMM, tag=tag, variant=variant, path=path, repo=repo,
+        classes=info["classes"], resolution=info["resolution"],
+        gelu_form=info["gelu_form"],
+        preprocessing=dict(info["preprocessing"], crop_fraction=info["crop_fraction"],
+                           interpolation=info["interpolation"]))
 
 
-# --- the authors' .npz -------------------------------------------------------
-
-def npz_headers(path):
-    """{key: (shape, dtype name)} from the array headers, reading no data."""
-    readers = {(1, 0): np.lib.format.read_array_header_1_0,
-               (2, 0): np.lib.format.read_array_header_2_0}
-    try:
-        if not zipfile.is_zipfile(path):
-            raise ValueError("not a zip archive")
-        headers = {}
-        with zipfile.ZipFile(path) as archive:
-            for name in archive.namelist():
-                with archive.open(name) as member:
-                    version = np.lib.format.read_magic(member)
-                    if version not in readers:
-                        raise ValueError(f"unsupported .npy format version {version} in {name!r}")
-                    shape, _, dtype = readers[version](member)
-                headers[name.removesuffix(".npy")] = (tuple(shape), dtype.name)
-        return headers
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
-        raise unreadable(path, err) from err
+def headers(source, *, cache_dir=None):
+    """(path, {our key: (shape, dtype name)}, file_key): timm keys renamed,
+    PyTorch layouts' shapes transposed; unknown keys kept, to be refused."""
+    path = (os.path.join(source.path, "model.safetensors") if source.path
+            else hf_download(source.repo, "model.safetensors"))
+    found = safetensors_headers(path)
+    config = dict(num_blocks=_num_blocks(found))
+    table = timm_to_authors_keys(config["num_blocks"])
+    ours = {}
+    for key, (shape, dtype) in found.items():
+        name, axes = table.get(key, (key, None))
+        ours[name] = (tuple(shape[a] for a in axes) if axes else shape, _dtype_name(dtype))
+    inverse = {name: key for key, (name, _) in table.items()}
+    return path, ours, lambda key: inverse.get(key, key)
 
 
-def read_npz(path, keys):
-    """The arrays `keys` of an `.npz` (no pickles), after a header check."""
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {key: archive[key] for key in keys}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
-        raise unreadable(path, err) from err
+def read(source, path, keys):
+    """{our key: array} of `keys`, read from the file's own names and transposed."""
+    found = safetensors_headers(path)
+    table = timm_to_authors_keys(_num_blocks(found))
+    inverse = {name: (key, axes) for key, (name, axes) in table.items()}
+    raw = read_safetensors(path, [inverse.get(k, (k, None))[0] for k in keys])
+    out = {}
+    for key in keys:
+        name, axes = inverse.get(key, (key, None))
+        out[key] = np.ascontiguousarray(raw[name].transpose(axes)) if axes else raw[name]
+    return out
 
 
-# --- safetensors -------------------------------------------------------------
+def _num_blocks(found):
+    blocks = {int(m.group(1)) for k in found for m in [re.match(r"blocks\.(\d+)\.", k)] if m}
+    return max(blocks) + 1 if blocks else 0
+
 
 def safetensors_headers(path):
     """{key: (shape, dtype name)} of a `.safetensors` file from its JSON header."""
@@ -91,7 +112,7 @@ def _st_header(path):
             entry["_start"] = data_start + begin
         return header
     except (OSError, ValueError, KeyError, TypeError, struct.error) as err:
-        raise unreadable(path, err) from err
+        raise checkpoint.unreadable(path, err) from err
 
 
 def read_safetensors(path, keys):
@@ -111,7 +132,7 @@ def read_safetensors(path, keys):
     return out
 
 
-def st_dtype_name(dtype):
+def _dtype_name(dtype):
     return {"F16": "float16", "F32": "float32", "F64": "float64", "BF16": "bfloat16"}.get(
         dtype, dtype)
 
@@ -184,39 +205,6 @@ def _rescaling(mean, std):
     if np.all(scale == scale[0]) and np.all(offset == offset[0]):
         return dict(scale=float(scale[0]), offset=float(offset[0]))
     return dict(scale=scale.tolist(), offset=offset.tolist())
-
-
-# --- downloads ---------------------------------------------------------------
-
-def fetch_url(origin, fname, *, cache_dir=None, cache_subdir, file_hash=None, check):
-    """`keras.utils.get_file` into the cache, atomically, re-fetching a cached
-    file that `check(path)` refuses. Returns the path."""
-    import keras
-
-    root = os.path.expanduser(cache_dir or os.environ.get(
-        "KERAS_HOME", os.path.join("~", ".keras")))
-    final = os.path.join(root, cache_subdir, fname)
-    if os.path.isfile(final):
-        try:
-            check(final)
-            return final
-        except ValueError as err:
-            print(f"weights: the cached {final} is unreadable ({err}); fetching it again",
-                  file=sys.stderr)
-            os.remove(final)
-    if cache_dir is not None:  # get_file silently falls back to /tmp if it is missing
-        os.makedirs(cache_dir, exist_ok=True)
-    # A killed download leaves only this partial name behind, never the final one.
-    partial = f"{fname}.partial-{os.getpid()}"
-    path = keras.utils.get_file(partial, origin=origin, cache_subdir=cache_subdir,
-                                cache_dir=cache_dir, file_hash=file_hash)
-    try:
-        check(path)
-    except ValueError:
-        os.remove(path)
-        raise
-    os.replace(path, final)
-    return final
 
 
 def hf_download(repo, filename):

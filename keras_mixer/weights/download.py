@@ -1,0 +1,83 @@
+"""Fetching the authors' released files: `keras.utils.get_file` into Keras'
+cache, atomically (a killed download leaves only a partial name behind), from
+the authors' bucket or a mirror (`KERAS_MIXER_WEIGHTS_URL`: a URL or a local
+directory laid out like the bucket)."""
+
+import os
+import sys
+
+from keras_mixer.weights.table import (BASE_URL, CACHE_SUBDIR, CHECKPOINTS, FILE_HASHES,
+                                       HF_COPIES, MIRROR_ENV)
+
+
+def get_weights_file(tag, variant, *, cache_dir=None):
+    """Local path of a released `.npz`, downloading it on first use."""
+    from keras_mixer.weights.npz import npz_headers
+
+    relative = CHECKPOINTS[tag]["files"][variant]
+    mirror = os.environ.get(MIRROR_ENV, "")
+    if mirror and "://" not in mirror:  # a local directory with the bucket's layout
+        path = os.path.join(mirror, relative)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"{MIRROR_ENV}={mirror!r} is a directory, but {relative!r} is not in it "
+                f"(expected {path!r}); copy {BASE_URL}{relative} there")
+        return path
+    origin = (mirror.rstrip("/") + "/" if mirror else BASE_URL) + relative
+    fname = relative.replace("/", "_")
+    try:
+        return fetch_url(origin, fname, cache_dir=cache_dir, cache_subdir=CACHE_SUBDIR,
+                         file_hash=FILE_HASHES.get(relative), check=npz_headers)
+    except Exception as err:  # get_file raises bare Exception on URL errors
+        target = os.path.join(cache_directory(cache_dir, CACHE_SUBDIR), fname)
+        copy = HF_COPIES.get(relative)
+        hint = f", or pass weights='hf://{copy}' (timm's copy)" if copy else ""
+        raise OSError(
+            f"weights: could not download the {tag!r} checkpoint of Mixer {variant} "
+            f"from {origin} ({err}). Without network, fetch that file elsewhere and "
+            f"put it at {target}, or set {MIRROR_ENV} to a directory holding "
+            f"{relative}{hint}.") from err
+
+
+def cache_directory(cache_dir, cache_subdir):
+    """The folder `keras.utils.get_file` caches into: `cache_dir`, else
+    $KERAS_HOME, else ~/.keras; /tmp/.keras when that is not writable (as
+    get_file decides). Only used to find a cached file before a download and
+    to name the folder in messages: a download lands where get_file says."""
+    root = os.path.expanduser(cache_dir or os.environ.get(
+        "KERAS_HOME", os.path.join("~", ".keras")))
+    if not os.access(root, os.W_OK):
+        root = os.path.join("/tmp", ".keras")
+    return os.path.join(root, cache_subdir)
+
+
+def fetch_url(origin, fname, *, cache_dir=None, cache_subdir, file_hash=None, check):
+    """`keras.utils.get_file` into the cache, atomically, re-fetching a cached
+    file that `check(path)` refuses. Returns the path."""
+    import keras
+
+    cached = os.path.join(cache_directory(cache_dir, cache_subdir), fname)
+    if os.path.isfile(cached):
+        try:
+            check(cached)
+            return cached
+        except ValueError as err:
+            print(f"weights: the cached {cached} is unreadable ({err}); fetching it again",
+                  file=sys.stderr)
+            os.remove(cached)
+    if cache_dir is not None:  # get_file silently falls back to /tmp if it is missing
+        os.makedirs(cache_dir, exist_ok=True)
+    # A killed download leaves only this partial name behind, never the final one.
+    partial = f"{fname}.partial-{os.getpid()}"
+    path = keras.utils.get_file(partial, origin=origin, cache_subdir=cache_subdir,
+                                cache_dir=cache_dir, file_hash=file_hash)
+    try:
+        check(path)
+    except ValueError:
+        os.remove(path)
+        raise
+    # Beside the partial file: the folder get_file chose (it may differ from
+    # `cached`'s, e.g. where ~/.keras is read-only and it fell back to /tmp).
+    final = os.path.join(os.path.dirname(path), fname)
+    os.replace(path, final)
+    return final
