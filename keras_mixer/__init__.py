@@ -6,11 +6,10 @@
 
 Names are imported on first use, so `import keras_mixer` (and `keras-mixer
 --help`) does not start Keras. Saved `.keras` models need the Mixer layers
-registered: `keras_mixer.load_model(path)` does that, and so does importing
-keras_mixer after keras (or touching any keras_mixer model name).
+registered with Keras: importing keras_mixer does that whichever of the two
+is imported first (`_lazy.register_after`: at once if Keras is loaded, else
+right after `import keras` completes).
 """
-
-import sys
 
 from keras_mixer import _lazy
 
@@ -30,5 +29,5 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = _lazy.exports(__name__, _EXPORTS)
 
-if "keras" in sys.modules:  # Keras is loaded already: registering the layers is free
-    from keras_mixer import layers as _layers  # noqa: F401
+# keras.saving.load_model finds the Mixer layers only once they are registered.
+_lazy.register_after("keras", "keras_mixer.layers")
