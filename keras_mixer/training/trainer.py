@@ -10,6 +10,7 @@ model, optimizer and metrics are made inside `strategy.scope()`; the global
 batch is divided between the replicas by tf.distribute itself.
 """
 
+import dataclasses
 import json
 import math
 import os
@@ -33,6 +34,21 @@ from keras_mixer.training.layer_decay import with_layer_decay
 from keras_mixer.training.schedules import WarmupSchedule
 
 DEFAULT_OUTPUT_DIR = os.path.join("runs", "default")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingPlan:
+    """What a checked `train` (or `tune`) call will do (`check_arguments`)."""
+
+    model: object  # as given: "default", a variant name ("S/16") or a config dict
+    variant: object  # the variant built: the default model's config for "default"
+    config: dict  # its blocks, patch and widths
+    weights: object  # as given (None, a tag, a path)
+    source: weights_lib.WeightsSource  # what `weights` resolved to
+    dataset: str
+    data_dir: str
+    recipe: str  # the recipe's name
+    hparams: dict  # the recipe's fields, overrides applied
 
 
 def train(model="default", *, weights=None, dataset="default", data_dir=None,
@@ -82,12 +98,14 @@ def check_arguments(model, weights, dataset, data_dir, recipe, overrides, strate
     if size % config["patch_size"]:
         raise ValueError(f"image_size: must be a multiple of the patch size {config['patch_size']}; "
                          f"got {size}")
-    native = source.resolution[0]
-    if source.pretrained and source.kind != "h5" and size % native:
-        raise ValueError(f"image_size: the {source.name} weights need a multiple of {native} "
-                         f"(paper, Appendix C); got {size}")
-    return dict(model=model, variant=variant, config=config, weights=weights, source=source,
-                dataset=dataset, data_dir=data_dir, recipe=recipe, hparams=hparams)
+    if source.resolution is not None and source.pretrained:
+        native = source.resolution[0]
+        if size % native:
+            raise ValueError(f"image_size: the {source.name} weights were trained at {native} px "
+                             f"and need a multiple of it (paper, Appendix C); got {size}")
+    return TrainingPlan(model=model, variant=variant, config=config, weights=weights,
+                        source=source, dataset=dataset, data_dir=data_dir, recipe=recipe,
+                        hparams=hparams)
 
 
 def default_recipe(model, weights, dataset):
@@ -108,12 +126,12 @@ def _run(plan, output_dir, strategy_name, precision, jit_compile, per_replica_ba
     if multi and jit_compile:
         raise ValueError("jit_compile: the multi-worker training loop does not compile with XLA; "
                          "got True (leave --jit-compile out with several workers)")
-    hp = plan["hparams"]
+    hp = plan.hparams
     global_batch = strategy_lib.global_batch_size(hp["batch_size"], strategy.num_replicas_in_sync,
                                                   per_replica_batch)
     run_config = dict(
-        model=plan["model"], weights=plan["weights"], dataset=plan["dataset"],
-        data_dir=plan["data_dir"], recipe=plan["recipe"], hparams=hp, precision=precision,
+        model=plan.model, weights=plan.weights, dataset=plan.dataset,
+        data_dir=plan.data_dir, recipe=plan.recipe, hparams=hp, precision=precision,
         global_batch=global_batch, seed=seed, strategy=strategy_name, jit_compile=jit_compile,
     )
     chief = strategy_lib.is_chief()
@@ -128,7 +146,7 @@ def _run(plan, output_dir, strategy_name, precision, jit_compile, per_replica_ba
         return finished
 
     keras.utils.set_random_seed(seed)
-    source = datasets.load_source(plan["dataset"], plan["data_dir"], hp["image_size"], seed=seed)
+    source = datasets.load_source(plan.dataset, plan.data_dir, hp["image_size"], seed=seed)
     if source.num_train < global_batch:
         raise ValueError(f"batch_size: the global batch {global_batch} is larger than the "
                          f"{source.num_train} training images")
@@ -149,7 +167,7 @@ def _run(plan, output_dir, strategy_name, precision, jit_compile, per_replica_ba
 
 
 def _train(plan, source, run_config, strategy, where):
-    hp, global_batch = plan["hparams"], run_config["global_batch"]
+    hp, global_batch = plan.hparams, run_config["global_batch"]
     steps = source.num_train // global_batch
     work_dir = where["work_dir"]
     train_data = data_lib.train_pipeline(source, hp, global_batch, run_config["seed"])
@@ -208,12 +226,12 @@ def _train(plan, source, run_config, strategy, where):
 
 def summary(plan, net, source, strategy, global_batch, output_dir):
     """The line printed before training: what trains on what, where, how wide."""
-    model = plan["model"]
+    model = plan.model
     name = json.dumps(model) if isinstance(model, dict) else f"Mixer {model}"
-    return (f"training {name} ({net.count_params():,} parameters, {plan['hparams']['image_size']} px) "
-            f"on {plan['dataset']}: {source.num_train:,} training and {source.num_test:,} test images; "
+    return (f"training {name} ({net.count_params():,} parameters, {plan.hparams['image_size']} px) "
+            f"on {plan.dataset}: {source.num_train:,} training and {source.num_test:,} test images; "
             f"{strategy_lib.describe(strategy)}, global batch {global_batch}, "
-            f"{plan['hparams']['epochs']} epochs; outputs in {output_dir}")
+            f"{plan.hparams['epochs']} epochs; outputs in {output_dir}")
 
 
 def save_for_inference(net, path):
@@ -231,14 +249,14 @@ def build_model(plan, num_classes):
     """The Mixer for this run; a new head when the weights' head does not fit."""
     from keras_mixer.model import Mixer
 
-    hp, source = plan["hparams"], plan["source"]
+    hp, source = plan.hparams, plan.source
     shape = (hp["image_size"], hp["image_size"], 3)
-    common = dict(input_shape=shape, drop_path_rate=hp["drop_path_rate"], weights=plan["weights"])
-    if source.kind in ("none", "h5") or source.classes == num_classes:
-        return Mixer(plan["variant"], classes=num_classes, dropout=hp["dropout"], **common)
+    common = dict(input_shape=shape, drop_path_rate=hp["drop_path_rate"], weights=plan.weights)
+    if not source.pretrained or source.classes == num_classes:
+        return Mixer(plan.variant, classes=num_classes, dropout=hp["dropout"], **common)
     # Fine-tuning on other classes: the pretrained backbone, then a fresh
     # zero-initialised head as in the paper (and the model's own head layer).
-    backbone = Mixer(plan["variant"], include_top=False, pooling="avg", **common)
+    backbone = Mixer(plan.variant, include_top=False, pooling="avg", **common)
     x = backbone.output
     if hp["dropout"]:
         x = keras.layers.Dropout(hp["dropout"], name="head_dropout")(x)

@@ -9,6 +9,7 @@ OUTPUT_DIR/best_config.json (the best values, and the `keras-mixer train`
 command that trains with them and every other flag of the search).
 """
 
+import dataclasses
 import json
 import os
 import shlex
@@ -50,17 +51,18 @@ class MixerHyperModel(kt.HyperModel):
         self.plan, self.num_classes, self.total_steps = plan, num_classes, total_steps
 
     def build(self, hp):
-        recipe = dict(self.plan["hparams"])
+        recipe = dict(self.plan.hparams)
         lr = recipe["learning_rate"]
         recipe["learning_rate"] = hp.Float("learning_rate", lr / LR_SPAN, lr * LR_SPAN, sampling="log")
         recipe["weight_decay"] = hp.Choice("weight_decay", WEIGHT_DECAYS)
         recipe["drop_path_rate"] = hp.Float("drop_path_rate", *DROP_PATH[:2], step=DROP_PATH[2])
         recipe["label_smoothing"] = hp.Float("label_smoothing", *LABEL_SMOOTHING[:2],
                                              step=LABEL_SMOOTHING[2])
-        plan = dict(self.plan, hparams=recipe)
-        if isinstance(plan["variant"], dict) and not plan["source"].pretrained:
+        plan = dataclasses.replace(self.plan, hparams=recipe)
+        if isinstance(plan.variant, dict) and not plan.source.pretrained:
             depth = hp.Int("num_blocks", *DEPTHS[:2], step=DEPTHS[2])
-            plan["variant"] = trial_variant(plan["variant"], depth, hp.Choice("hidden_dim", WIDTHS))
+            plan = dataclasses.replace(plan, variant=trial_variant(
+                plan.variant, depth, hp.Choice("hidden_dim", WIDTHS)))
         model = build_model(plan, self.num_classes)
         model.compile(
             optimizer=make_optimizer(recipe, self.total_steps, model),
@@ -86,7 +88,7 @@ def tune(model="default", *, weights=None, dataset="default", data_dir=None,
     if not 0 < holdout < 1:
         raise ValueError(f"holdout: expected a fraction in (0, 1); got {holdout!r}")
     plan = check_arguments(model, weights, dataset, data_dir, recipe, overrides, strategy, "float32")
-    hp = plan["hparams"]
+    hp = plan.hparams
     dist = strategy_lib.get_strategy(strategy)
     global_batch = strategy_lib.global_batch_size(hp["batch_size"], dist.num_replicas_in_sync)
     source = datasets.load_source(dataset, data_dir, hp["image_size"], holdout=holdout, seed=seed)
@@ -101,7 +103,7 @@ def tune(model="default", *, weights=None, dataset="default", data_dir=None,
         tuner = kt.Hyperband(hypermodel, max_epochs=hp["epochs"], factor=3, **common)
     else:
         tuner = kt.BayesianOptimization(hypermodel, max_trials=max_trials, **common)
-    print(f"searching ({algorithm}) the {plan['recipe']} recipe on {dataset}: "
+    print(f"searching ({algorithm}) the {plan.recipe} recipe on {dataset}: "
           f"{source.num_train:,} training and {source.num_test:,} held-out images; "
           f"{strategy_lib.describe(dist)}, global batch {global_batch}, up to {hp['epochs']} "
           f"epochs a trial")
@@ -132,16 +134,16 @@ def write_results(tuner, plan, output_dir, rerun):
 def train_command(plan, values, *, overrides, seed, strategy):
     """The `keras-mixer train` command of the search's plan and flags with the
     tuned `values` (exact, not rounded) in place of the searched fields."""
-    model = plan["model"]
+    model = plan.model
     if "hidden_dim" in values:  # a from-scratch custom model: its config is part of the result
-        model = trial_variant(plan["variant"], values["num_blocks"], values["hidden_dim"])
+        model = trial_variant(plan.variant, values["num_blocks"], values["hidden_dim"])
     argv = ["keras-mixer", "train", "--model", json.dumps(model) if isinstance(model, dict) else model]
-    if plan["weights"] is not None:
-        argv += ["--weights", os.fspath(plan["weights"])]
-    argv += ["--dataset", plan["dataset"]]
-    if plan["data_dir"] is not None:
-        argv += ["--data-dir", plan["data_dir"]]
-    argv += ["--recipe", plan["recipe"]]
+    if plan.weights is not None:
+        argv += ["--weights", os.fspath(plan.weights)]
+    argv += ["--dataset", plan.dataset]
+    if plan.data_dir is not None:
+        argv += ["--data-dir", plan.data_dir]
+    argv += ["--recipe", plan.recipe]
     tuned = {k: float(values[k]) for k in TUNED_FIELDS if k in values}
     argv += recipes_lib.override_flags({**(overrides or {}), **tuned})
     if strategy != "auto":
