@@ -60,7 +60,7 @@ class Classifier private constructor(
     /** Top-`k` labels of `bitmap`; inference time is the Interpreter.run call alone. */
     fun classify(bitmap: Bitmap, k: Int = 5): Result {
         val t0 = SystemClock.elapsedRealtimeNanos()
-        val pixels = Images.modelPixels(bitmap, contract.width, contract.height)
+        val pixels = Images.modelPixels(bitmap, contract.width, contract.height, contract.preprocessing)
         encoder.encode(pixels, contract.width, contract.height, input)
         val t1 = SystemClock.elapsedRealtimeNanos()
         run()

@@ -6,9 +6,10 @@ import android.graphics.BitmapFactory
 import android.graphics.ImageDecoder
 import android.net.Uri
 import android.os.Build
-import com.kerasmixer.demo.core.ResizePlan
+import com.kerasmixer.demo.core.Preprocessing
+import com.kerasmixer.demo.core.Resize
 
-/** Photo -> Bitmap -> the model's H x W pixels, the paper's resize-and-centre-crop. */
+/** Photo -> Bitmap -> the model's H x W pixels, the checkpoint's resize-and-centre-crop. */
 object Images {
     /**
      * Decodes `uri` into a software bitmap (getPixels cannot read hardware ones),
@@ -41,16 +42,13 @@ object Images {
     }
 
     /**
-     * The `width` x `height` ARGB pixels the model sees: resize so the crop is
-     * ResizePlan.CROP_FRACTION of the image (bilinear; the Python side uses
-     * bicubic), then take the centre.
+     * The `width` x `height` RGB floats the model sees: resize so the crop is
+     * `preprocessing.cropFraction` of the image, with its interpolation
+     * (TensorFlow's, as the Python side), then take the centre. See core/Resize.kt.
      */
-    fun modelPixels(bitmap: Bitmap, width: Int, height: Int): IntArray {
-        val plan = ResizePlan.of(bitmap.width, bitmap.height, width, height)
-        val scaled = Bitmap.createScaledBitmap(bitmap, plan.scaledWidth, plan.scaledHeight, true)
-        val pixels = IntArray(width * height)
-        scaled.getPixels(pixels, 0, width, plan.left, plan.top, width, height)
-        if (scaled !== bitmap) scaled.recycle()
-        return pixels
+    fun modelPixels(bitmap: Bitmap, width: Int, height: Int, preprocessing: Preprocessing): FloatArray {
+        val argb = IntArray(bitmap.width * bitmap.height)
+        bitmap.getPixels(argb, 0, bitmap.width, 0, 0, bitmap.width, bitmap.height)
+        return Resize.resizeCrop(argb, bitmap.width, bitmap.height, width, height, preprocessing)
     }
 }

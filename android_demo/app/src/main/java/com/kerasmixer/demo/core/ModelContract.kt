@@ -21,7 +21,12 @@ class ModelContract(
     /** Export quantization mode: none, float16, dynamic or int8. */
     val quantize: String,
     /** Export target: cpu, gpu, nnapi or edgetpu. */
-    val target: String
+    val target: String,
+    /**
+     * The checkpoint's eval resize, from "preprocessing"; a sidecar written
+     * before that field existed gets the paper's, Preprocessing.DEFAULT.
+     */
+    val preprocessing: Preprocessing
 ) {
     val height: Int get() = input.shape[1]
     val width: Int get() = input.shape[2]
@@ -54,8 +59,21 @@ class ModelContract(
             }
             need(outputSpec.shape.size == 2 && outputSpec.shape[0] == 1 && outputSpec.shape[1] == labels.size,
                 "output.shape", outputSpec.shape.toList(), "[1, len(labels)] = [1, ${labels.size}]")
+            val preprocessing = if (root.containsKey("preprocessing")) {
+                preprocessing(root.obj("preprocessing"))
+            } else {
+                Preprocessing.DEFAULT
+            }
             return ModelContract(inputSpec, outputSpec, kind, labels, root.str("model"),
-                root.str("quantize"), root.str("target"))
+                root.str("quantize"), root.str("target"), preprocessing)
+        }
+
+        private fun preprocessing(o: Map<*, *>): Preprocessing {
+            val crop = o.field("crop_fraction")
+            need(crop is Number && crop.toDouble() > 0.0 && crop.toDouble() <= 1.0,
+                "preprocessing.crop_fraction", crop, "a number in (0, 1]")
+            val interpolation = Interpolation.fromName(o.field("interpolation"), "preprocessing.interpolation")
+            return Preprocessing((crop as Number).toDouble(), interpolation)
         }
 
         private fun tensor(name: String, o: Map<*, *>): TensorSpec {
@@ -100,6 +118,25 @@ class ModelContract(
 
         private fun Map<*, *>.int(key: String): Int = (field(key) as? Long)?.toInt()
             ?: throw IllegalArgumentException("metadata $key: expected an integer; got ${get(key)}")
+    }
+}
+
+/**
+ * The checkpoint's evaluation resize (`keras_mixer.preprocessing.eval_resize_crop`):
+ * scale the image so the model's H x W centre crop is `cropFraction` of it,
+ * with `interpolation`, then crop. The sidecar's "preprocessing" field:
+ * {"crop_fraction": number in (0, 1], "interpolation": "bicubic" | "bilinear"}.
+ */
+class Preprocessing(val cropFraction: Double, val interpolation: Interpolation) {
+    companion object {
+        /**
+         * For sidecars without "preprocessing" (written before it existed):
+         * the paper's transform, crop 0.875 (256 -> 224), bicubic, which is
+         * what `keras_mixer.preprocessing.eval_transform` gives such models
+         * (the contract test compares them).
+         */
+        const val DEFAULT_CROP_FRACTION = 0.875
+        val DEFAULT = Preprocessing(DEFAULT_CROP_FRACTION, Interpolation.BICUBIC)
     }
 }
 

@@ -9,8 +9,10 @@ import org.junit.Assert.fail
  * that they still pass the exporter's own schema check.
  */
 object Fixtures {
-    fun text(name: String): String =
-        Fixtures::class.java.getResource("/contract_$name.json")!!.readText()
+    fun text(name: String): String = resource("contract_$name.json")
+
+    /** A file of app/src/test/resources. */
+    fun resource(file: String): String = Fixtures::class.java.getResource("/$file")!!.readText()
 
     fun contract(name: String): ModelContract = ModelContract.parse(text(name))
 

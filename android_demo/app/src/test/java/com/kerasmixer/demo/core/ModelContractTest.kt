@@ -2,6 +2,7 @@ package com.kerasmixer.demo.core
 
 import org.junit.Assert.assertArrayEquals
 import org.junit.Assert.assertEquals
+import org.junit.Assert.assertFalse
 import org.junit.Assert.assertNull
 import org.junit.Assert.fail
 import org.junit.Test
@@ -43,6 +44,55 @@ class ModelContractTest {
         assertEquals(DType.UINT8, Fixtures.contract("uint8").input.dtype)
         assertEquals(0, Fixtures.contract("uint8").input.quantization!!.zeroPoint)
         assertEquals(OutputKind.LOGITS, Fixtures.contract("logits").outputKind)
+    }
+
+    @Test
+    fun preprocessingComesFromTheSidecar() {
+        val paper = Fixtures.contract("float").preprocessing
+        assertEquals(0.875, paper.cropFraction, 0.0)
+        assertEquals(Interpolation.BICUBIC, paper.interpolation)
+        val timm = ModelContract.parse(Fixtures.text("int8")
+            .replace("\"crop_fraction\": 0.875", "\"crop_fraction\": 0.95")
+            .replace("\"bicubic\"", "\"bilinear\"")).preprocessing
+        assertEquals(0.95, timm.cropFraction, 0.0)
+        assertEquals(Interpolation.BILINEAR, timm.interpolation)
+        // An integer 1 is a number in (0, 1] too.
+        assertEquals(1.0, ModelContract.parse(Fixtures.text("float")
+            .replace("\"crop_fraction\": 0.875", "\"crop_fraction\": 1")).preprocessing.cropFraction, 0.0)
+    }
+
+    @Test
+    fun sidecarsWithoutPreprocessingGetThePapers() {
+        val old = Fixtures.text("uint8").replace(Regex(",\\s*\"preprocessing\": \\{[^}]*\\}"), "")
+        assertFalse(old.contains("preprocessing"))
+        val p = ModelContract.parse(old).preprocessing
+        assertEquals(Preprocessing.DEFAULT_CROP_FRACTION, p.cropFraction, 0.0)
+        assertEquals(0.875, p.cropFraction, 0.0)
+        assertEquals(Interpolation.BICUBIC, p.interpolation)
+    }
+
+    @Test
+    fun brokenPreprocessingIsNamed() {
+        val good = Fixtures.text("float")
+        val crop = "\"crop_fraction\": 0.875"
+        for ((value, shown) in listOf("0" to "0", "0.0" to "0.0", "-0.5" to "-0.5", "1.5" to "1.5",
+                                      "\"0.9\"" to "0.9", "null" to "null", "true" to "true")) {
+            expectError(good.replace(crop, "\"crop_fraction\": $value"),
+                "metadata preprocessing.crop_fraction: expected a number in (0, 1]; got $shown")
+        }
+        expectError(good.replace("\"bicubic\"", "\"area\""),
+            "metadata preprocessing.interpolation: expected one of [bicubic, bilinear]; got 'area'")
+        expectError(good.replace("\"bicubic\"", "\"Bicubic\""),
+            "metadata preprocessing.interpolation: expected one of [bicubic, bilinear]; got 'Bicubic'")
+        expectError(good.replace("\"bicubic\"", "3"),
+            "metadata preprocessing.interpolation: expected one of [bicubic, bilinear]; got 3")
+        expectError(good.replace("\"bicubic\"", "null"),
+            "metadata preprocessing.interpolation: expected one of [bicubic, bilinear]; got null")
+        expectError(good.replace("$crop,", ""), "metadata: missing field \"crop_fraction\"")
+        expectError(good.replace(Regex("\"preprocessing\": \\{[^}]*\\}"), "\"preprocessing\": null"),
+            "metadata preprocessing: expected an object; got null")
+        expectError(good.replace(Regex("\"preprocessing\": \\{[^}]*\\}"), "\"preprocessing\": 0.875"),
+            "metadata preprocessing: expected an object; got 0.875")
     }
 
     @Test
