@@ -1,15 +1,17 @@
-"""Training step images/s: float32 and mixed_bfloat16, XLA or not.
+"""Training step images/s: float32 and bfloat16 (Keras' mixed_bfloat16 policy), XLA or not.
 
 train_on_batch with Adam, each as a fraction of the same round's GEMM peak.
 """
 
 import numpy as np
 
+from keras_mixer.precision import Precision
+
 from . import harness
 
 FULL = dict(variant="S/16", size=224, batch=8, rounds=9, n=harness.GEMM_N)
 QUICK = dict(variant="quick", size=32, batch=4, rounds=2, n=256)
-POLICIES = ("float32", "mixed_bfloat16")
+PRECISIONS = (Precision.FLOAT32, Precision.BFLOAT16)
 
 
 def run(*, quick=False):
@@ -17,9 +19,9 @@ def run(*, quick=False):
     return measure(s["variant"], size=s["size"], batch=s["batch"], rounds=s["rounds"], n=s["n"])
 
 
-def measure(variant, *, size, batch, rounds, n, policies=POLICIES, classes=1000,
+def measure(variant, *, size, batch, rounds, n, precisions=PRECISIONS, classes=1000,
             optimizer=lambda: "adam"):
-    """Interleaved train steps of one model per policy, with and without XLA,
+    """Interleaved train steps of one model per precision, with and without XLA,
     on one random batch; `optimizer` makes each model's optimizer."""
     import keras
     import tensorflow as tf
@@ -28,16 +30,16 @@ def measure(variant, *, size, batch, rounds, n, policies=POLICIES, classes=1000,
     x = tf.constant(harness.images(batch, size))
     y = tf.constant(np.arange(batch) % classes)
     fns = {}
-    for policy in policies:
+    for precision in precisions:
         for jit in (False, True):
-            keras.mixed_precision.set_global_policy(policy)
+            keras.mixed_precision.set_global_policy(precision.keras_policy)
             try:
                 model = harness.build(config, size, classes=classes)
             finally:
                 keras.mixed_precision.set_global_policy("float32")
             model.compile(optimizer=optimizer(), jit_compile=jit,
                           loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-            fns[policy + (" + xla" if jit else "")] = lambda m=model: m.train_on_batch(x, y)
+            fns[precision.value + (" + xla" if jit else "")] = lambda m=model: m.train_on_batch(x, y)
     fns.update(harness.gemm_probes(n))
     first = {name: harness.seconds(fn) for name, fn in fns.items()}  # traces, compiles
     times = harness.interleaved(fns, rounds=rounds, warmup=0)
@@ -47,7 +49,7 @@ def measure(variant, *, size, batch, rounds, n, policies=POLICIES, classes=1000,
     for name, mode in modes.items():
         mode["first_call_s"] = first[name]
     return {"variant": variant, "batch": batch, "size": size, "modes": modes, "peak_gflops": peak,
-            "speedup_vs_float32": {m: harness.ratios(times[policies[0]], times[m]) for m in modes}}
+            "speedup_vs_float32": {m: harness.ratios(times[precisions[0].value], times[m]) for m in modes}}
 
 
 def render(data):

@@ -1,7 +1,6 @@
 """Model facts shared by the TFLite, SavedModel and verification paths."""
 
-# Compute precisions of a server export (`rebuild.with_precision`).
-PRECISIONS = ("float32", "bfloat16")
+from keras_mixer.precision import SERVER_EXPORT as PRECISIONS  # noqa: F401 (export's choices)
 
 
 def static_image_size(model):

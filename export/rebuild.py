@@ -9,6 +9,8 @@ import contextlib
 
 import keras
 
+from keras_mixer.precision import Precision
+
 from .common import PRECISIONS
 from .targets import SIGMOID_GELU_TARGETS, check_target
 
@@ -97,12 +99,11 @@ def with_precision(model, precision):
     bfloat16 pays where the hardware multiplies it natively: CPUs with
     AVX512_BF16 or AMX, recent GPUs, TPUs (docs/performance).
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision: expected one of {PRECISIONS}; got {precision!r}")
-    if precision == "float32":
+    precision = Precision.parse(precision, allowed=map(Precision, PRECISIONS))
+    if precision is Precision.FLOAT32:
         return model
     config = model.get_config()
-    mixed = keras.dtype_policies.serialize(keras.DTypePolicy("mixed_bfloat16"))
+    mixed = keras.dtype_policies.serialize(keras.DTypePolicy(precision.keras_policy))
     last = model.layers[-1].name
 
     def lower(node):
@@ -114,7 +115,7 @@ def with_precision(model, precision):
     _each_dict(config, lower)
     # Sub-layers made in a block's __init__ (LayerNorm, Dense) take the global
     # policy, not the block's: set it while the copy is built.
-    with _global_policy("mixed_bfloat16"):
+    with _global_policy(precision.keras_policy):
         return _clone(model, config)
 
 

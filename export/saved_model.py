@@ -6,7 +6,8 @@ in logits):
   serve_uint8      images uint8 (N, H, W, 3)               -> probabilities
   serve_bytes      image_bytes string (N,): JPEG/PNG/GIF/BMP files
                    -> labels string (N, k), scores float32 (N, k), classes int32 (N, k)
-                   with the paper's eval transform (resize, centre crop) in the graph
+                   with the model's eval transform (`EvalTransform.of(model)`: its
+                   checkpoint's resize, centre crop and interpolation) in the graph
 With `xla=True` the model's compute is a `tf.function(jit_compile=True)`.
 With `precision="bfloat16"` it runs under Keras' mixed_bfloat16 policy
 (`rebuild.with_precision`: float32 weights, head and outputs; bfloat16
@@ -25,6 +26,7 @@ import os
 
 from keras_mixer import files, inference
 from keras_mixer import labels as labels_lib
+from keras_mixer.precision import Precision
 
 from . import common
 from .common import PRECISIONS
@@ -49,8 +51,7 @@ def export_saved_model(model, output, *, weights=None, version=1, xla=False,
         raise ValueError(f"version: expected an int >= 1; got {version!r}")
     if not isinstance(xla, bool):
         raise ValueError(f"xla: expected True or False; got {xla!r}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision: expected one of {PRECISIONS}; got {precision!r}")
+    Precision.parse(precision, allowed=map(Precision, PRECISIONS))
     if not isinstance(output, str) or not output or output.endswith((".tflite", ".keras")):
         raise ValueError(f"output: expected a directory path (NAME, gets NAME/{version}/); got {output!r}")
     if not (isinstance(top_k, int) and top_k >= 1):
@@ -80,9 +81,10 @@ def build_serving_module(model, size, labels, top_k, xla):
     """(tf.Module, signatures dict) serving `model`."""
     import tensorflow as tf
 
-    from keras_mixer.preprocessing import eval_resize_crop
+    from keras_mixer.preprocessing import EvalTransform
 
     height, width = size
+    transform = EvalTransform.of(model)  # the checkpoint's own resize, crop, interpolation
     softmax = common.output_kind(model) == "logits"
     module = tf.Module()
     module.model = model
@@ -105,7 +107,7 @@ def build_serving_module(model, size, labels, top_k, xla):
 
     def decode(data):
         image = tf.io.decode_image(data, channels=3, expand_animations=False)
-        return eval_resize_crop(image, size)
+        return transform(image)
 
     @tf.function(input_signature=[tf.TensorSpec((None,), tf.string, name="image_bytes")])
     def serve_bytes(image_bytes):

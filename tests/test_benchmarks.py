@@ -201,7 +201,7 @@ def _infer(d):
 
 def _train_step(d):
     m = d["modes"]
-    assert set(m) == {"float32", "float32 + xla", "mixed_bfloat16", "mixed_bfloat16 + xla"}
+    assert set(m) == {"float32", "float32 + xla", "bfloat16", "bfloat16 + xla"}
     for k, v in m.items():
         assert v["images_s"]["min"] > 0 and v["peak_fraction"]["min"] > 0
         _ratio_fits(d["speedup_vs_float32"][k], v["images_s"], m["float32"]["images_s"])

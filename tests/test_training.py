@@ -14,6 +14,7 @@ from helpers import TINY, TINY_TOKENS
 
 import keras_mixer
 import reference
+from keras_mixer.precision import Precision
 from keras_mixer import cli
 from keras_mixer.training import evaluate, load_run, train
 from keras_mixer.training.strategy import global_batch_size
@@ -68,6 +69,8 @@ def test_bad_input_is_refused_before_work(tmp_path):
         (dict(strategy="gpu"), "strategy: expected one of .*'mirrored'.*got 'gpu'"),
         (dict(dataset="imagenet"), "dataset: expected one of .*got 'imagenet'"),
         (dict(precision="fp8"), "precision: expected one of .*got 'fp8'"),
+        # One vocabulary: Keras' policy name is not a precision here.
+        (dict(precision="mixed_bfloat16"), "precision: expected one of .*'bfloat16'.*got 'mixed_bfloat16'"),
         (dict(recipe="sota"), "recipe: expected one of .*got 'sota'"),
         (dict(overrides={"epochs": 0}), "epochs: expected an int > 0; got 0"),
         (dict(overrides={"image_size": 18}), "image_size: must be a multiple of the patch size 4; got 18"),
@@ -142,12 +145,12 @@ def test_recipe_optimizers_and_schedules():
     assert float(linear(5_000)) == pytest.approx(5e-4) and float(linear(55_000)) == pytest.approx(5e-4)
 
 
-@pytest.mark.parametrize("precision, jit", [("mixed_bfloat16", False), ("float32", True)])
+@pytest.mark.parametrize("precision, jit", [("bfloat16", False), ("float32", True)])
 def test_mixed_precision_and_xla_steps(tmp_path, precision, jit):
     metrics = quick_train(tmp_path / "run", precision=precision, jit_compile=jit)
     assert np.isfinite(metrics["test_loss"]) and not metrics["nan_stopped"]
     model = keras.models.load_model(tmp_path / "run" / "model.keras")
-    assert model.get_layer("stem").dtype_policy.name == precision
+    assert model.get_layer("stem").dtype_policy.name == Precision(precision).keras_policy
     assert keras.mixed_precision.global_policy().name == "float32"  # restored afterwards
 
 

@@ -7,7 +7,8 @@ import argparse
 import json
 import os
 
-from keras_mixer.training.recipes import FLAG_TYPES, PRECISIONS, RECIPE_NAMES, flag, randaugment_arg
+from keras_mixer.precision import TRAIN as PRECISIONS
+from keras_mixer.training.recipes import FLAG_TYPES, RECIPE_NAMES, flag, randaugment_arg
 from keras_mixer.training.strategy import STRATEGIES
 
 STRATEGY_HELP = ("tf.distribute strategy: auto (TPU, then a TF_CONFIG cluster, then several GPUs, "
@@ -25,7 +26,8 @@ def add_parsers(subparsers):
     p.add_argument("--per-replica-batch", action="store_true",
                    help="read --batch-size per replica: global batch = batch size x replicas")
     p.add_argument("--precision", default="float32", choices=PRECISIONS,
-                   help="Keras dtype policy of the layers; the output stays float32 (default: %(default)s)")
+                   help="compute precision: float32, or bfloat16/float16 matmuls and activations with "
+                        "float32 weights and outputs (Keras' mixed policies) (default: %(default)s)")
     p.add_argument("--jit-compile", action="store_true", help="compile the train step with XLA")
     p.add_argument("--overwrite", action="store_true",
                    help="start over in an output dir holding another run (kept in .previous/ "

@@ -78,7 +78,6 @@ RECIPES = {
 }
 RECIPE_NAMES = tuple(RECIPES)
 OPTIMIZERS = ("adamw", "adam", "sgd")
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")  # keras mixed-precision policies
 SCHEDULES = ("cosine", "linear", "constant")
 # Fields with a command-line flag (`--learning-rate` for learning_rate), and their types.
 # randaugment has one too, written 'OPS,MAGNITUDE' or 'none' (see randaugment_arg).

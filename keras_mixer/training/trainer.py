@@ -22,6 +22,8 @@ import keras
 from keras_mixer import files
 from keras_mixer import weights as weights_lib
 from keras_mixer.model import resolve_variant
+from keras_mixer.precision import Precision
+from keras_mixer.preprocessing import EvalTransform
 from keras_mixer import datasets
 from keras_mixer.training import backup
 from keras_mixer.training import data as data_lib
@@ -49,6 +51,14 @@ class TrainingPlan:
     data_dir: str
     recipe: str  # the recipe's name
     hparams: dict  # the recipe's fields, overrides applied
+    precision: Precision = Precision.FLOAT32
+
+    @property
+    def eval_transform(self):
+        """The weights' own eval resize, crop and interpolation at the recipe's size."""
+        size = self.hparams["image_size"]
+        return EvalTransform((size, size), **{k: v for k, v in self.source.preprocessing.items()
+                                              if k in ("crop_fraction", "interpolation")})
 
 
 def train(model="default", *, weights=None, dataset="default", data_dir=None,
@@ -73,8 +83,9 @@ def train(model="default", *, weights=None, dataset="default", data_dir=None,
     if not isinstance(output_dir, (str, os.PathLike)) or not os.fspath(output_dir):
         raise ValueError(f"output_dir: expected a directory path; got {output_dir!r}")
     output_dir = os.fspath(output_dir)
+    precision = plan.precision
     previous_policy = keras.mixed_precision.global_policy().name
-    keras.mixed_precision.set_global_policy(precision)
+    keras.mixed_precision.set_global_policy(precision.keras_policy)
     try:
         return _run(plan, output_dir, strategy, precision, jit_compile, per_replica_batch,
                     overwrite, seed, verbose)
@@ -89,8 +100,7 @@ def check_arguments(model, weights, dataset, data_dir, recipe, overrides, strate
     hparams = recipes_lib.get_recipe(recipe, overrides)
     datasets.check_spec(dataset, data_dir)
     strategy_lib.check_strategy(strategy)
-    if precision not in recipes_lib.PRECISIONS:
-        raise ValueError(f"precision: expected one of {list(recipes_lib.PRECISIONS)}; got {precision!r}")
+    precision = Precision.parse(precision)
     variant = recipes_lib.DEFAULT_MODEL if model == "default" else model
     config = resolve_variant(variant)  # raises for an unknown variant
     source = weights_lib.resolve_weights(weights, variant)  # raises for a tag the variant lacks
@@ -105,7 +115,7 @@ def check_arguments(model, weights, dataset, data_dir, recipe, overrides, strate
                              f"and need a multiple of it (paper, Appendix C); got {size}")
     return TrainingPlan(model=model, variant=variant, config=config, weights=weights,
                         source=source, dataset=dataset, data_dir=data_dir, recipe=recipe,
-                        hparams=hparams)
+                        hparams=hparams, precision=precision)
 
 
 def default_recipe(model, weights, dataset):
@@ -131,7 +141,7 @@ def _run(plan, output_dir, strategy_name, precision, jit_compile, per_replica_ba
                                                   per_replica_batch)
     run_config = dict(
         model=plan.model, weights=plan.weights, dataset=plan.dataset,
-        data_dir=plan.data_dir, recipe=plan.recipe, hparams=hp, precision=precision,
+        data_dir=plan.data_dir, recipe=plan.recipe, hparams=hp, precision=precision.value,
         global_batch=global_batch, seed=seed, strategy=strategy_name, jit_compile=jit_compile,
     )
     chief = strategy_lib.is_chief()
@@ -171,7 +181,7 @@ def _train(plan, source, run_config, strategy, where):
     steps = source.num_train // global_batch
     work_dir = where["work_dir"]
     train_data = data_lib.train_pipeline(source, hp, global_batch, run_config["seed"])
-    test_data = data_lib.eval_pipeline(source, hp["image_size"], global_batch)
+    test_data = data_lib.eval_pipeline(source, plan.eval_transform, global_batch)
     with strategy.scope():
         net = build_model(plan, source.num_classes)
         net.compile(
