@@ -10,8 +10,9 @@ source means what `keras-mixer train --dataset` means:
   tfds:NAME[/SPLIT]  a prepared tfds dataset (from `data_dir` when given; nothing is
                      downloaded); SPLIT, when given, serves both uses
 Calibration takes the training split, verification the test (held-out) split.
-Every image goes through the paper's eval transform
-(`keras_mixer.preprocessing.eval_resize_crop`) to the model's input size.
+Every image goes through the model's own eval transform
+(`keras_mixer.preprocessing.EvalTransform.of(model)`: its checkpoint's resize,
+crop and interpolation) to the model's input size.
 """
 
 import contextlib
@@ -32,23 +33,25 @@ def check_source(source, *, data_dir=None, arg="representative"):
         datasets.check_spec(_spec(source)[0], data_dir)
 
 
-def load_images(source, size, *, count, split="train", seed=0, data_dir=None,
+def load_images(source, transform, *, count, split="train", seed=0, data_dir=None,
                 arg="representative"):
     """(images uint8 (n, H, W, 3), labels int32 (n,) or None, label_names or None).
 
+    transform: the model's `EvalTransform`, or (H, W) for the paper's transform.
     `split` is "train" (calibration) or "test" (verification); at most `count`
     images are returned, a seeded random subset when there are more. `seed` also
     picks a folder's hold-out, as `keras-mixer train --seed` does (default 0 in both).
     """
     import tensorflow as tf
 
-    from keras_mixer.preprocessing import eval_resize_crop
+    from keras_mixer.preprocessing import EvalTransform
 
+    transform = EvalTransform.coerce(transform)
     check_source(source, data_dir=data_dir, arg=arg)
     with _named(arg):
-        dataset, n, names = _split(source, split, max(size), data_dir, seed)
+        dataset, n, names = _split(source, split, max(transform.size), data_dir, seed)
     dataset = _subset(dataset, n, count, seed).map(
-        lambda x, y: (tf.cast(tf.round(eval_resize_crop(x, size)), tf.uint8), y),
+        lambda x, y: (tf.cast(tf.round(transform(x)), tf.uint8), y),
         num_parallel_calls=tf.data.AUTOTUNE)
     batches = list(dataset.batch(256).as_numpy_iterator())
     if not batches:

@@ -14,7 +14,9 @@ Schema "keras-mixer-tflite/1" (kept exactly; the Android demo parses it):
                 "quantization": {"scale": float, "zero_point": int} or null},
      "labels": ["...", ...], "model": "<model name>",
      "quantize": "none|float16|dynamic|int8" (or a LiteRT Quantizer recipe name),
-     "target": "cpu|gpu|nnapi|edgetpu"}
+     "target": "cpu|gpu|nnapi|edgetpu",
+     "preprocessing": {"crop_fraction": float in (0, 1],
+                       "interpolation": "bicubic"|"bilinear"}}
 
 - "range" is the range of the pixel values the app feeds, before any
   quantization: the model rescales 0-255 to [-1, 1] itself. With a quantized
@@ -22,6 +24,10 @@ Schema "keras-mixer-tflite/1" (kept exactly; the Android demo parses it):
 - "quantization" holds the parameters read back from the converted file's
   input/output details, null for float tensors.
 - An output of "kind" "probabilities" sums to 1 (after dequantizing).
+- "preprocessing" is the checkpoint's eval transform (`EvalTransform`): resize
+  so that the H x W centre crop is `crop_fraction` of the image, with
+  `interpolation`, then crop. Sidecars written before it existed lack it;
+  readers then use the paper's (0.875, bicubic): `contract_transform`.
 
 The server formats (`export.servers`: `out/mixer.onnx`, OpenVINO's
 `out/mixer.xml` + `.bin`) get the same sidecar with their own "format"
@@ -80,21 +86,22 @@ def _tensor(detail):
 
 
 def write_sidecar(tflite_path, tflite, *, model_name, labels, quantize, target, kind,
-                  overwrite=False):
+                  transform, overwrite=False):
     """Writes `<model>.json` for the model bytes `tflite` that will be written
     to `tflite_path`; returns (sidecar path, contract)."""
     inp, out = io_contract(tflite)
     return write_contract(tflite_path, inp, out, file_format="tflite", model_name=model_name,
-                          labels=labels, kind=kind, overwrite=overwrite,
+                          labels=labels, kind=kind, transform=transform, overwrite=overwrite,
                           quantize=quantize, target=target)
 
 
-def write_contract(model_path, inp, out, *, file_format, model_name, labels, kind,
+def write_contract(model_path, inp, out, *, file_format, model_name, labels, kind, transform,
                    overwrite=False, **fields):
     """Writes the sidecar of any exported file; returns (sidecar path, contract).
 
     inp, out: {"shape", "dtype", "quantization"} (plus "name" for the server
     formats) as read back from the converted file in its own runtime.
+    transform: the model's `EvalTransform`, written as "preprocessing".
     fields: the format's own keys (tflite: quantize, target; servers: precision).
     """
     path = sidecar_path(model_path)
@@ -110,9 +117,26 @@ def write_contract(model_path, inp, out, *, file_format, model_name, labels, kin
         "labels": [str(label) for label in labels],
         "model": model_name,
         **fields,
+        "preprocessing": transform.to_json(),
     }
     files.write_bytes(path, json.dumps(contract, indent=1).encode("utf-8"))
     return path, contract
+
+
+def contract_transform(contract):
+    """The `EvalTransform` a sidecar states (the paper's if it predates the field)."""
+    from keras_mixer.preprocessing import EvalTransform
+
+    spec = contract.get("preprocessing", {})
+    if not isinstance(spec, dict):
+        raise ValueError(f"preprocessing: expected an object; got {spec!r}")
+    extra = sorted(set(spec) - {"crop_fraction", "interpolation"})
+    if extra:
+        raise ValueError(f"preprocessing: expected crop_fraction and interpolation; got {extra}")
+    try:
+        return EvalTransform(tuple(contract["input"]["shape"][1:3]), **spec)
+    except ValueError as err:  # "crop_fraction: ..." -> "preprocessing.crop_fraction: ..."
+        raise ValueError(f"preprocessing.{err}") from err
 
 
 def read_contract(path):
@@ -164,6 +188,11 @@ def _check_contract(c):
             need(isinstance(tensor.get("name"), str) and tensor["name"], f"{name}.name",
                  tensor.get("name"), "the tensor's name in the runtime")
     need(isinstance(c.get("model"), str), "model", c.get("model"), "a string")
+    if "preprocessing" in c:
+        try:
+            contract_transform(c)
+        except ValueError as err:
+            raise ValueError(f"metadata {err}") from err
     if tflite:
         modes = QUANTIZE_MODES + LITERT_RECIPES
         need(c.get("quantize") in modes, "quantize", c.get("quantize"), modes)

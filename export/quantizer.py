@@ -65,8 +65,9 @@ def quantize_tflite(float_tflite, output, *, recipe="w8a8", representative="defa
     if isinstance(representative, str):
         check_source(representative, data_dir=data_dir)
     held_out = _images(held_out, source.image_size)
+    transform = metadata.contract_transform(contract)
     if recipe != "dynamic":
-        representative = representative_images(representative, source.image_size,
+        representative = representative_images(representative, transform,
                                                num_samples=num_samples, data_dir=data_dir)
     if held_out is None:
         held_out = representative[:8] if recipe != "dynamic" else np.random.default_rng(
@@ -94,7 +95,8 @@ def quantize_tflite(float_tflite, output, *, recipe="w8a8", representative="defa
     data = bytes(result.quantized_model)
     metadata.write_sidecar(output, data, model_name=contract["model"], labels=contract["labels"],
                            quantize=RECIPES[recipe], target=contract["target"],
-                           kind=contract["output"]["kind"], overwrite=overwrite)
+                           kind=contract["output"]["kind"], transform=transform,
+                           overwrite=overwrite)
     files.write_bytes(output, data)
     layers = sorted(errors.intermediate_tensors.items(), key=lambda kv: kv[1]["snr"])
     return {"path": output, "bytes": len(data), "recipe": recipe, "float_ops": list(float_ops),

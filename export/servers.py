@@ -24,6 +24,7 @@ import numpy as np
 
 from keras_mixer import files, inference
 from keras_mixer import labels as labels_lib
+from keras_mixer.preprocessing import EvalTransform
 
 from . import common, metadata
 from .runtimes import DEFAULT_THREADS, open_runtime
@@ -99,7 +100,7 @@ def _export(file_format, model, output, *, weights, labels, tolerance, num_threa
         del runtime  # OpenVINO maps the .bin; let go of it before the rename
         sidecar, contract = metadata.write_contract(
             output, inp, out, file_format=file_format, model_name=net.name, labels=names,
-            kind=kind, overwrite=overwrite)
+            kind=kind, transform=EvalTransform.of(net), overwrite=overwrite)
         # Weights before the graph: an .xml never points at a missing .bin.
         for path in reversed(outputs):
             with files.atomic_path(path) as tmp:

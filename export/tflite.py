@@ -35,6 +35,7 @@ import numpy as np
 
 from keras_mixer import files, inference
 from keras_mixer import labels as labels_lib
+from keras_mixer.preprocessing import EvalTransform
 
 from . import common, metadata, targets
 
@@ -81,11 +82,12 @@ def export_tflite(model, output, *, weights=None, quantize="none", target="cpu",
 
         check_source(representative, data_dir=data_dir)
     net = inference.load_model(model, weights=weights)
-    size = common.static_image_size(net)
+    common.static_image_size(net)
+    transform = EvalTransform.of(net)  # calibration images as the checkpoint was evaluated
     names = labels_lib.class_names(int(net.output_shape[-1]), labels)
     images = None
     if quantize == "int8":
-        images = representative_images(representative, size, num_samples=num_samples,
+        images = representative_images(representative, transform, num_samples=num_samples,
                                        data_dir=data_dir)
     if quantize == "int8" and io_dtype == "float32" and common.output_kind(net) == "probabilities":
         # int8 probabilities step by 1/256, which rounds most of a 1000-class
@@ -106,7 +108,7 @@ def export_tflite(model, output, *, weights=None, quantize="none", target="cpu",
             f"graph it cannot hold whole; got target='gpu' for a graph with them")
     sidecar, contract = metadata.write_sidecar(
         output, data, model_name=net.name, labels=names, quantize=quantize, target=target,
-        kind=common.output_kind(net), overwrite=overwrite)
+        kind=common.output_kind(net), transform=transform, overwrite=overwrite)
     files.write_bytes(output, data)  # the sidecar first: a .tflite never lacks its own
     return {
         "path": output, "sidecar": sidecar, "bytes": len(data), "contract": contract,
@@ -158,12 +160,18 @@ def _float_op_names(float_ops):
     return tuple(dict.fromkeys(names))
 
 
-def representative_images(representative, size, *, num_samples=DEFAULT_SAMPLES, data_dir=None):
-    """float32 (N, H, W, 3) calibration images; checks shape and count."""
+def representative_images(representative, transform, *, num_samples=DEFAULT_SAMPLES,
+                          data_dir=None):
+    """float32 (N, H, W, 3) calibration images; checks shape and count.
+
+    transform: the model's `EvalTransform` (or its (H, W) for the paper's),
+    applied to the images of a named source; an array is taken as it is."""
+    transform = EvalTransform.coerce(transform)
+    size = transform.size
     if isinstance(representative, str):
         from .data import load_images
 
-        images, _, _ = load_images(representative, size, count=num_samples, split="train",
+        images, _, _ = load_images(representative, transform, count=num_samples, split="train",
                                    data_dir=data_dir)
         source = representative
     else:

@@ -12,6 +12,7 @@ import time
 import numpy as np
 
 from keras_mixer import inference
+from keras_mixer.preprocessing import EvalTransform
 
 from . import common
 from .runtimes import DEFAULT_THREADS, LiteModel, open_runtime  # noqa: F401 (LiteModel: public here)
@@ -45,7 +46,7 @@ def verify(path, model, *, weights=None, images="default", count=100,
         raise ValueError(
             f"model: takes {common.static_image_size(net)} images but {path!r} takes "
             f"{exported.image_size}")
-    x, y = _held_out(images, exported.image_size, count, data_dir)
+    x, y = _held_out(images, EvalTransform.of(net), count, data_dir)
     expected = np.asarray(net.predict(x.astype(np.float32), batch_size=32, verbose=0))
     got, times = [], []
     for image in x.astype(np.float32):
@@ -87,11 +88,12 @@ def file_bytes(path):
     return os.path.getsize(path) + extra
 
 
-def _held_out(images, size, count, data_dir=None):
+def _held_out(images, transform, count, data_dir=None):
+    size = transform.size
     if isinstance(images, str):
         from .data import load_images
 
-        x, y, _ = load_images(images, size, count=count, split="test", data_dir=data_dir,
+        x, y, _ = load_images(images, transform, count=count, split="test", data_dir=data_dir,
                               arg="images")
         return x, y
     x, y = images if isinstance(images, tuple) else (images, None)

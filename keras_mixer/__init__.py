@@ -24,6 +24,7 @@ _EXPORTS = {
     "decode_predictions": ".labels",
     "preprocess_input": ".preprocessing",
     "load_image": ".preprocessing",
+    "EvalTransform": ".preprocessing",
     "load_model": ".inference",
 }
 __all__ = sorted(_EXPORTS)

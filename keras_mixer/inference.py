@@ -61,7 +61,7 @@ def predict(images, *, model="B/16", weights="imagenet", top=5, labels=None):
     ImageNet heads are named automatically. Every argument and every image is
     checked before any download or model work.
     """
-    from keras_mixer.preprocessing import eval_transform, load_image
+    from keras_mixer.preprocessing import EvalTransform, load_image
 
     missing = [p for p in images if not os.path.isfile(p)]
     if not images or missing:
@@ -74,16 +74,15 @@ def predict(images, *, model="B/16", weights="imagenet", top=5, labels=None):
         resolve_variant(model)
         source = weights_lib.resolve_weights(weights, model)  # no download yet
         classes, size = source.classes or 1000, source.resolution
-        transform = {k: source.preprocessing[k] for k in ("crop_fraction", "interpolation")
-                     if k in source.preprocessing}
+        transform = EvalTransform(size, **{k: source.preprocessing[k] for k in (
+            "crop_fraction", "interpolation") if k in source.preprocessing})
         names = _check_top_and_labels(top, classes, labels)
-        batch = np.stack([load_image(p, size, **transform) for p in images])
+        batch = np.stack([load_image(p, transform) for p in images])
         net = load_model(model, weights=weights)
     else:
         net = load_model(model, weights=weights)
         names = _check_top_and_labels(top, int(net.output_shape[-1]), labels)
-        batch = np.stack([load_image(p, tuple(net.input_shape[1:3]), **eval_transform(net))
-                          for p in images])
+        batch = np.stack([load_image(p, EvalTransform.of(net)) for p in images])
     probs = np.asarray(net.predict(batch, verbose=0))
     return [[(names[i], float(row[i])) for i in labels_lib.top_k(row, top)] for row in probs]
 

@@ -1,13 +1,19 @@
 """The one input contract: RGB images with values 0-255.
 
-Rescaling to [-1, 1] is the model's first layer, so `preprocess_input` is the
-identity (as in keras.applications.convnext). `eval_resize_crop` is the paper's
-evaluation transform, shared by prediction, evaluation and the exported
-SavedModel's image-bytes signature: on a `tf.Tensor` (tf.data, SavedModels) it
-runs in TensorFlow, on an array through `keras.ops`, so `load_image` and the
-model core need no TensorFlow.
+Rescaling to [-1, 1] (or the checkpoint's own normalization) is the model's
+first layer, so `preprocess_input` is the identity (as in
+keras.applications.convnext). What is left outside the model is each
+checkpoint's evaluation transform, `EvalTransform`: resize so that the
+model's H x W is `crop_fraction` of the image, with the checkpoint's
+interpolation, then centre-crop. The model carries it (its `rescaling`
+layer), and every consumer reads it from there (`EvalTransform.of(model)`):
+predict, evaluate, export calibration and verification, every sidecar
+(`to_json`), the SavedModel's image-bytes signature and the Android app. On a
+`tf.Tensor` (tf.data, SavedModels) it runs in TensorFlow, on an array through
+`keras.ops`, so `load_image` and the model core need no TensorFlow.
 """
 
+import dataclasses
 import math
 
 import numpy as np
@@ -66,22 +72,69 @@ def _tf_resize_crop(image, size, crop_fraction, interpolation):
     return tf.ensure_shape(image, (height, width, 3))
 
 
-def eval_transform(model):
-    """{crop_fraction, interpolation} a Mixer's checkpoint was evaluated with
-    (carried by its `rescaling` layer); the paper's for older models."""
-    layer = next((l for l in model.layers if l.name == "rescaling"), None)
-    return dict(crop_fraction=getattr(layer, "crop_fraction", CROP_FRACTION),
-                interpolation=getattr(layer, "interpolation", "bicubic"))
+@dataclasses.dataclass(frozen=True)
+class EvalTransform:
+    """A checkpoint's evaluation transform to the model's (H, W) input: resize
+    so the centre crop is `crop_fraction` of the image, with `interpolation`,
+    then crop. Call it on one (H, W, 3) image (array or tf.Tensor)."""
+
+    size: tuple  # (height, width) of the model's input
+    crop_fraction: float = CROP_FRACTION
+    interpolation: str = "bicubic"
+
+    def __post_init__(self):
+        size = tuple(self.size) if isinstance(self.size, (tuple, list)) else None
+        if not (size and len(size) == 2 and all(
+                isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)):
+            raise ValueError(f"size: expected (height, width), positive ints; got {self.size!r}")
+        object.__setattr__(self, "size", size)
+        fraction = self.crop_fraction
+        if not (isinstance(fraction, (int, float)) and not isinstance(fraction, bool)
+                and math.isfinite(fraction) and 0 < fraction <= 1):
+            raise ValueError(f"crop_fraction: expected a number in (0, 1]; got {fraction!r}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation: expected one of {INTERPOLATIONS}; "
+                             f"got {self.interpolation!r}")
+
+    @classmethod
+    def of(cls, model):
+        """The transform a Mixer carries: its input size and its `rescaling`
+        layer's crop and interpolation (the paper's for models without them)."""
+        layer = next((l for l in model.layers if l.name == "rescaling"), None)
+        return cls(tuple(model.input_shape[1:3]),
+                   crop_fraction=getattr(layer, "crop_fraction", CROP_FRACTION),
+                   interpolation=getattr(layer, "interpolation", "bicubic"))
+
+    @classmethod
+    def coerce(cls, value):
+        """An EvalTransform as is; (H, W) or an int: the paper's transform to that size."""
+        if isinstance(value, cls):
+            return value
+        return cls((value, value) if isinstance(value, int) else value)
+
+    def __call__(self, image):
+        return eval_resize_crop(image, self.size, self.crop_fraction, self.interpolation)
+
+    def to_json(self):
+        """The sidecar's "preprocessing" field (the size is the input shape's)."""
+        return {"crop_fraction": float(self.crop_fraction), "interpolation": self.interpolation}
 
 
-def load_image(path, size=(224, 224), *, crop_fraction=CROP_FRACTION, interpolation="bicubic",
+def load_image(path, size=(224, 224), *, crop_fraction=None, interpolation=None,
                max_pixels=MAX_IMAGE_PIXELS):
     """Reads an image file (JPEG, PNG, GIF, BMP, WebP...) into the model's
-    contract: float32 (H, W, 3), RGB 0-255, the paper's resize and centre crop.
+    contract: float32 (H, W, 3), RGB 0-255, resized and centre-cropped.
 
+    size: (H, W) or an int for the paper's transform (crop 0.875, bicubic), or
+    an `EvalTransform`, e.g. `EvalTransform.of(model)`: the checkpoint's own.
+    crop_fraction, interpolation: replace the transform's.
     Images above `max_pixels` are refused from their header, before decoding.
     """
     from PIL import Image
+
+    transform = EvalTransform.coerce(size)
+    changes = dict(crop_fraction=crop_fraction, interpolation=interpolation)
+    transform = dataclasses.replace(transform, **{k: v for k, v in changes.items() if v is not None})
 
     try:
         with Image.open(path) as img:
@@ -93,4 +146,4 @@ def load_image(path, size=(224, 224), *, crop_fraction=CROP_FRACTION, interpolat
             array = np.asarray(img.convert("RGB"))
     except (OSError, Image.DecompressionBombError) as err:
         raise ValueError(f"path: cannot read {path!r} as an image: {err}") from err
-    return eval_resize_crop(array, size, crop_fraction, interpolation)
+    return transform(array)

@@ -12,6 +12,7 @@ import pytest
 from helpers import TINY_SIZE as SIZE
 from helpers import key_parts, tiny_mixer
 
+from keras_mixer import preprocessing
 from keras_mixer.export import metadata, targets
 from keras_mixer.export.tflite import export_tflite
 from keras_mixer.export.verify import LiteModel, verify_tflite
@@ -128,7 +129,9 @@ def test_unsupported_ops_are_named():
 def test_read_contract_names_the_broken_field(tmp_path):
     report = export_tflite(tiny_mixer(classes=7), str(tmp_path / "m.tflite"))
     contract = metadata.read_contract(report["sidecar"])
-    assert set(contract) == {"format", "input", "output", "labels", "model", "quantize", "target"}
+    assert set(contract) == {"format", "input", "output", "labels", "model", "quantize", "target",
+                             "preprocessing"}
+    assert contract["preprocessing"] == {"crop_fraction": 0.875, "interpolation": "bicubic"}
     assert contract["input"] == {"shape": [1, SIZE, SIZE, 3], "dtype": "float32", "color": "RGB",
                                  "range": [0, 255], "quantization": None}
     contract["output"]["shape"] = [1, 3]
@@ -136,6 +139,20 @@ def test_read_contract_names_the_broken_field(tmp_path):
         json.dump(contract, f)
     with pytest.raises(ValueError, match=key_parts("metadata output.shape:", "[1, len(labels)]", "[1, 3]")):
         metadata.read_contract(report["path"])
+    contract["output"]["shape"] = [1, 7]
+    for spec, parts in [
+            (dict(crop_fraction=0, interpolation="bicubic"),
+             ("metadata preprocessing.crop_fraction:", "(0, 1]", "got 0")),
+            (dict(crop_fraction=0.9, interpolation="lanczos"),
+             ("metadata preprocessing.interpolation:", "'bilinear'", "'lanczos'")),
+            ([0.9], ("metadata preprocessing:", "an object", "[0.9]"))]:
+        with open(report["sidecar"], "w") as f:
+            json.dump(dict(contract, preprocessing=spec), f)
+        with pytest.raises(ValueError, match=key_parts(*parts)):
+            metadata.read_contract(report["path"])
+    # A sidecar from before the field: the paper's transform.
+    del contract["preprocessing"]
+    assert metadata.contract_transform(contract) == preprocessing.EvalTransform((SIZE, SIZE))
 
 
 def test_bad_input_is_refused_with_a_message(tmp_path, rng):

@@ -42,15 +42,17 @@ def train_pipeline(source, recipe, global_batch, seed=0):
     return _finish(data, source)
 
 
-def eval_pipeline(source, image_size, batch, split="test"):
-    """The paper's resize + centre crop, batched (images float32, one-hot labels)."""
+def eval_pipeline(source, transform, batch, split="test"):
+    """The checkpoint's resize + centre crop, batched (images float32, one-hot labels).
+
+    transform: an `EvalTransform` (`EvalTransform.of(model)`), or a size for the paper's."""
     import tensorflow as tf
 
-    from keras_mixer.preprocessing import eval_resize_crop
+    from keras_mixer.preprocessing import EvalTransform
 
-    size = (image_size,) * 2 if isinstance(image_size, int) else tuple(image_size)
+    transform = EvalTransform.coerce(transform)
     data = source.test if split == "test" else source.train
-    data = data.map(lambda x, y: (eval_resize_crop(x, size), tf.one_hot(y, source.num_classes)),
+    data = data.map(lambda x, y: (transform(x), tf.one_hot(y, source.num_classes)),
                     num_parallel_calls=tf.data.AUTOTUNE)
     return _finish(data.batch(batch), source)
 

@@ -5,6 +5,7 @@ import keras
 import numpy as np
 
 from keras_mixer import datasets
+from keras_mixer.preprocessing import EvalTransform
 from keras_mixer.training import data as data_lib
 from keras_mixer.training import strategy as strategy_lib
 
@@ -54,7 +55,8 @@ def evaluate(model, *, weights=REQUIRED, dataset="default", data_dir=None, batch
     top1 = keras.metrics.SparseTopKCategoricalAccuracy(1)
     top5 = keras.metrics.SparseTopKCategoricalAccuracy(min(5, classes))
     count = 0
-    for batch, onehot in data_lib.eval_pipeline(source, model.input_shape[1:3], batch_size, split):
+    transform = EvalTransform.of(model)  # the checkpoint's own resize, crop and interpolation
+    for batch, onehot in data_lib.eval_pipeline(source, transform, batch_size, split):
         probs = model.predict_on_batch(batch)
         labels = np.argmax(onehot, axis=-1)
         top1.update_state(labels, probs)

@@ -108,7 +108,7 @@ def tune(model="default", *, weights=None, dataset="default", data_dir=None,
           f"{strategy_lib.describe(dist)}, global batch {global_batch}, up to {hp['epochs']} "
           f"epochs a trial")
     tuner.search(data_lib.train_pipeline(source, hp, global_batch, seed), epochs=hp["epochs"], shuffle=False,
-                 validation_data=data_lib.eval_pipeline(source, hp["image_size"], global_batch),
+                 validation_data=data_lib.eval_pipeline(source, plan.eval_transform, global_batch),
                  verbose=outputs.progress_verbosity(verbose))
     rerun = dict(overrides=overrides, seed=seed, strategy=strategy)
     return write_results(tuner, plan, output_dir, rerun)
