@@ -160,6 +160,20 @@ def _keras_file_layout(tmp_path):
     assert {"model.weights.h5", "config.json"} <= members, members
 
 
+@canary("keras.src.backend.config.keras_home()", ["keras_mixer/weights/download.py"],
+        ["keras_home"])
+def _keras_home(tmp_path):
+    # The weights cache is looked up where keras.utils.get_file itself writes.
+    import keras
+    from keras.src.backend.config import keras_home
+    from keras.src.utils import file_utils
+
+    assert isinstance(keras_home(), str) and keras_home()
+    assert "keras_home()" in inspect.getsource(file_utils.get_file), \
+        "keras.utils.get_file no longer defaults its cache_dir to keras_home()"
+    assert keras.utils.get_file is file_utils.get_file
+
+
 # --- TensorFlow -------------------------------------------------------------
 
 
