@@ -1,9 +1,32 @@
+"""Shared fixtures. Importing this file (pytest does, before any test module)
+makes the run hermetic: HOME and every cache keras-mixer or its libraries
+touch point into one temporary directory of this run, so no test reads or
+writes the user's ~, ~/.keras, the Hugging Face or TFDS caches, and a fresh
+machine behaves as a used one does."""
+
+import atexit
+import os
+import shutil
+import tempfile
 import types
 
-import numpy as np
-import pytest
+# Before Keras, TensorFlow or huggingface_hub are imported: they read these once.
+SANDBOX = tempfile.mkdtemp(prefix="keras-mixer-tests-")
+HERMETIC_ENV = {
+    "HOME": SANDBOX,
+    "KERAS_HOME": os.path.join(SANDBOX, ".keras"),
+    "HF_HOME": os.path.join(SANDBOX, ".cache", "huggingface"),
+    "TFDS_DATA_DIR": os.path.join(SANDBOX, "tensorflow_datasets"),
+    "XDG_CACHE_HOME": os.path.join(SANDBOX, ".cache"),
+}
+os.environ.update(HERMETIC_ENV)
+os.environ.pop("KERAS_MIXER_WEIGHTS_URL", None)  # a user's mirror must not leak in
+atexit.register(shutil.rmtree, SANDBOX, ignore_errors=True)
 
-from helpers import SMALL, TINY_SIZE, tiny_mixer, tiny_params, write_checkpoint
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from helpers import SMALL, TINY_SIZE, tiny_mixer, tiny_params, write_checkpoint  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="module")

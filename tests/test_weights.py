@@ -2,10 +2,12 @@
 
 import os
 import pathlib
+import shutil
 
 import keras
 import numpy as np
 import pytest
+import conftest
 import reference
 from helpers import TINY, images, key_parts, tiny_mixer, write_checkpoint
 
@@ -193,21 +195,37 @@ def test_download_through_get_file_from_a_file_url(tmp_path, monkeypatch, s32_bu
     # Cached: a second call does not need the source any more.
     os.rename(bucket, tmp_path / "gone")
     assert weights_lib.get_weights_file("imagenet_gsam", "S/32", cache_dir=str(cache)) == path
-    # The builder goes the same way, into the Keras cache (KERAS_HOME-relative).
+    # The builder goes the same way, into Keras' own cache: on a fresh machine
+    # its keras_mixer/ folder does not exist yet (conftest points KERAS_HOME at
+    # this run's sandbox, so removing it touches nothing of the user's).
+    home = os.environ["KERAS_HOME"]
+    assert home.startswith(conftest.SANDBOX)
+    shutil.rmtree(os.path.join(home, "keras_mixer"), ignore_errors=True)
     monkeypatch.setenv(weights_lib.MIRROR_ENV, (tmp_path / "gone").as_uri())
-    monkeypatch.setattr(keras.utils, "get_file", _get_file_into(cache))
     model = keras_mixer.MixerS32(weights="imagenet_gsam", classifier_activation=None)
+    assert os.path.isfile(os.path.join(home, "keras_mixer", "gsam_Mixer-S_32.npz"))
+    assert not [f for f in os.listdir(os.path.join(home, "keras_mixer")) if "partial" in f]
     x = images(rng, 1, size=224)
     np.testing.assert_allclose(model.predict(x, verbose=0), reference.logits(x, params), atol=1e-4)
 
 
-def _get_file_into(cache):
-    real = keras.utils.get_file
-
-    def get_file(fname, origin, cache_subdir, cache_dir=None, **kwargs):
-        return real(fname, origin=origin, cache_subdir=cache_subdir, cache_dir=str(cache), **kwargs)
-
-    return get_file
+def test_download_is_kept_where_get_file_put_it_when_keras_home_is_missing(monkeypatch, s32_bucket):
+    """A fresh machine without ~/.keras: get_file falls back to /tmp/.keras, and the
+    file is renamed there (it was renamed towards the missing home before)."""
+    bucket, _ = s32_bucket
+    home = os.environ["KERAS_HOME"]
+    assert home.startswith(conftest.SANDBOX)
+    shutil.rmtree(home, ignore_errors=True)
+    monkeypatch.setenv(weights_lib.MIRROR_ENV, bucket.as_uri() + "/")
+    fallback = os.path.join("/tmp", ".keras", "keras_mixer", "gsam_Mixer-S_32.npz")
+    existed = os.path.exists(fallback)
+    try:
+        path = weights_lib.get_weights_file("imagenet_gsam", "S/32")
+        assert path == fallback and npz_format.npz_headers(path)
+    finally:
+        if not existed and os.path.exists(fallback):
+            os.remove(fallback)
+        os.makedirs(home, exist_ok=True)
 
 
 def test_mirror_directory_is_used_in_place(monkeypatch, s32_bucket):

@@ -40,15 +40,24 @@ def get_weights_file(tag, variant, *, cache_dir=None):
 
 
 def cache_directory(cache_dir, cache_subdir):
-    """The folder `keras.utils.get_file` caches into: `cache_dir`, else
-    $KERAS_HOME, else ~/.keras; /tmp/.keras when that is not writable (as
-    get_file decides). Only used to find a cached file before a download and
-    to name the folder in messages: a download lands where get_file says."""
-    root = os.path.expanduser(cache_dir or os.environ.get(
-        "KERAS_HOME", os.path.join("~", ".keras")))
+    """The folder `keras.utils.get_file` caches into: `cache_dir`, else Keras'
+    home (KERAS_HOME or ~/.keras, read when Keras was imported); /tmp/.keras
+    when that is not writable (as get_file decides). Only used to find a
+    cached file before a download and to name the folder in messages: a
+    download lands where get_file says."""
+    root = os.path.expanduser(cache_dir or _keras_home())
     if not os.access(root, os.W_OK):
         root = os.path.join("/tmp", ".keras")
     return os.path.join(root, cache_subdir)
+
+
+def _keras_home():
+    try:  # what get_file itself uses (private accessor; docs/design.md lists it)
+        from keras.src.backend.config import keras_home
+
+        return keras_home()
+    except ImportError:
+        return os.environ.get("KERAS_HOME", os.path.join("~", ".keras"))
 
 
 def fetch_url(origin, fname, *, cache_dir=None, cache_subdir, file_hash=None, check):
@@ -71,13 +80,14 @@ def fetch_url(origin, fname, *, cache_dir=None, cache_subdir, file_hash=None, ch
     partial = f"{fname}.partial-{os.getpid()}"
     path = keras.utils.get_file(partial, origin=origin, cache_subdir=cache_subdir,
                                 cache_dir=cache_dir, file_hash=file_hash)
+    # Beside the partial file: the folder get_file chose (it may differ from
+    # `cached`'s, e.g. where ~/.keras is missing or read-only and it fell back to /tmp).
+    final = os.path.join(os.path.dirname(path), fname)
     try:
         check(path)
-    except ValueError:
-        os.remove(path)
+        os.replace(path, final)
+    except BaseException:
+        if os.path.exists(path):
+            os.remove(path)
         raise
-    # Beside the partial file: the folder get_file chose (it may differ from
-    # `cached`'s, e.g. where ~/.keras is read-only and it fell back to /tmp).
-    final = os.path.join(os.path.dirname(path), fname)
-    os.replace(path, final)
     return final
