@@ -1,7 +1,10 @@
 """The contract an app reads: labels, input and output of an exported file.
 
-Written as a sidecar JSON next to the model, `<model>.json`: for
-`out/mixer.tflite` the sidecar is `out/mixer.json` (see `sidecar_path`).
+Written as a sidecar JSON next to the model: for `out/mixer.tflite` the
+sidecar is `out/mixer.json` (the name the Android demo looks for); the server
+formats keep their suffix, `out/mixer.onnx.json` and `out/mixer.xml.json`, so
+the README's exports of one model to `out/mixer.*` do not collide (see
+`sidecar_path`).
 `read_contract(path)` reads it back (path: the .tflite or the .json).
 Schema "keras-mixer-tflite/1" (kept exactly; the Android demo parses it):
 
@@ -56,8 +59,12 @@ LITERT_RECIPES = ("dynamic_wi8_afp32", "static_wi8_ai8", "static_wi8_ai16")
 
 
 def sidecar_path(model_path):
-    """`out/mixer.tflite` (or .onnx, .xml) -> `out/mixer.json`."""
-    return os.path.splitext(model_path)[0] + ".json"
+    """`out/mixer.tflite` -> `out/mixer.json`; `out/mixer.onnx` -> `out/mixer.onnx.json`
+    (and `.xml` -> `.xml.json`)."""
+    model_path = os.fspath(model_path)
+    if model_path.endswith(".tflite"):
+        return model_path[:-len(".tflite")] + ".json"
+    return model_path + ".json"
 
 
 def io_contract(tflite):
@@ -144,6 +151,7 @@ def read_contract(path):
 
     Raises ValueError naming the first field that breaks the schema.
     """
+    path = os.fspath(path)
     json_path = path if path.endswith(".json") else sidecar_path(path)
     if not os.path.isfile(json_path):
         raise FileNotFoundError(f"path: no sidecar metadata at {json_path!r}")

@@ -121,7 +121,7 @@ def test_cli_exports_and_verifies(tmp_path, exported, capsys):
     assert cli.main(["export", "onnx", model, "-o", out]) == 0
     printed = capsys.readouterr().out
     assert f"wrote {out}" in printed and "top-1 agreement 1.000" in printed
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.onnx", "tiny.keras"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.onnx.json", "tiny.keras"]
     # verify takes every format; the OpenVINO file is the fixture's.
     openvino_path, _, openvino_model = exported["openvino"]
     openvino_model.save(str(tmp_path / "ov.keras"))
