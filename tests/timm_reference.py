@@ -97,7 +97,8 @@ def write_safetensors(path, tensors):
             f.write(array.astype("<f4").tobytes())
 
 
-def write_repo(directory, sd, *, architecture, tag, mean, std, interpolation, classes):
+def write_repo(directory, sd, *, architecture, tag, mean, std, interpolation, classes,
+               crop_pct=0.875):
     """A timm Hugging Face repository snapshot: config.json + model.safetensors."""
     directory.mkdir(parents=True, exist_ok=True)
     config = {
@@ -105,7 +106,7 @@ def write_repo(directory, sd, *, architecture, tag, mean, std, interpolation, cl
         "global_pool": "avg",
         "pretrained_cfg": {"tag": tag, "custom_load": False, "input_size": [3, 224, 224],
                            "fixed_input_size": True, "interpolation": interpolation,
-                           "crop_pct": 0.875, "crop_mode": "center", "mean": list(mean),
+                           "crop_pct": crop_pct, "crop_mode": "center", "mean": list(mean),
                            "std": list(std), "num_classes": classes, "pool_size": None,
                            "first_conv": "stem.proj", "classifier": "head"},
     }
