@@ -21,13 +21,12 @@ def rebuild_for_target(model, target, quantize="none"):
     Cloned from the model's config with the weights copied.
     - GELU becomes x * sigmoid(2z) (`gelu_form="sigmoid"`) where `target` lacks
       GELU, and for int8 on every target: XNNPACK has no int8 GELU, so the
-      tanh form would leave each GELU to a slower non-delegated kernel
-      (S/16 int8: 14.2 -> 12.7 ms, benchmarks/export_tflite.py).
+      tanh form would leave each GELU to a slower non-delegated kernel.
     - Every LayerNorm computes d = x - mean, var = mean(d * d),
       d * (gamma / sqrt(var + eps)) + beta, the same function as Keras'
       x * inv + (-mean * inv + beta). Keras' form converts to NEG (no int8
-      kernel) and SQUARED_DIFFERENCE (no int8 XNNPACK kernel); in a full-int8
-      S/16 those fell out of XNNPACK and cost 29.2 ms against 14.2 ms.
+      kernel) and SQUARED_DIFFERENCE (no int8 XNNPACK kernel), which fall
+      out of XNNPACK in a full-int8 graph and split it.
       For int8 the variance is a FULLY_CONNECTED with eps as its bias
       (`_Int8LayerNorm`), which keeps the graph in one XNNPACK partition.
     """

@@ -17,7 +17,7 @@ standard remedy where LayerNorm statistics or residual adds lose accuracy).
 An int8 model with float output always keeps its final SOFTMAX in float and,
 for target="cpu", its LayerNorms' RSQRT (XNNPACK has no int8 RSQRT): with
 `rebuild._Int8LayerNorm` the whole graph is then one XNNPACK partition
-(S/16: 1 instead of 18). The int8 RSQRT kernel itself dequantizes, takes the
+(tests/test_export_int8.py pins it for S/16). The int8 RSQRT kernel itself dequantizes, takes the
 root and requantizes, so the outputs are the same. Integer input/output
 (`io_dtype`, for integer-only accelerators) keeps every op integer.
 A sidecar `<model>.json` (see `export.metadata`) carries labels and the
