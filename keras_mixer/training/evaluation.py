@@ -76,4 +76,5 @@ def _variant_size(model, weights):
         raise ValueError(f"weights: evaluating variant {model!r} needs weights named: a tag "
                          f"(e.g. 'imagenet'), a checkpoint file, or None for random "
                          f"initialisation (--weights none); got no weights")
-    return weights_lib.resolve_weights(weights, model).resolution[0]
+    resolution = weights_lib.resolve_weights(weights, model).resolution
+    return resolution[0] if resolution else weights_lib.RESOLUTION
