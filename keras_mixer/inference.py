@@ -63,6 +63,9 @@ def predict(images, *, model="B/16", weights="imagenet", top=5, labels=None):
     """
     from keras_mixer.preprocessing import EvalTransform, load_image
 
+    if isinstance(images, (str, os.PathLike)):  # one path, not its characters
+        images = [images]
+    images = [os.fspath(p) for p in images]
     missing = [p for p in images if not os.path.isfile(p)]
     if not images or missing:
         raise FileNotFoundError(f"images: no such file(s): {missing or images}")

@@ -237,7 +237,7 @@ def _token_grid(input_shape, patch):
 
 
 def _check_head(classes, classifier_activation, include_top, source):
-    if not (isinstance(classes, int) and classes > 0):
+    if not (isinstance(classes, int) and not isinstance(classes, bool) and classes > 0):
         raise ValueError(f"classes: expected a positive int; got {classes!r}")
     try:
         activation = keras.activations.get(classifier_activation)
