@@ -58,7 +58,7 @@ def test_with_precision_lowers_compute_not_weights(digits):
 
 def test_precision_is_checked_and_on_the_cli(tmp_path, digits, capsys):
     model, _, _ = digits
-    with pytest.raises(ValueError, match=r"precision: expected one of \('float32', 'bfloat16'\); got 'float16'"):
+    with pytest.raises(ValueError, match=r"precision: expected one of \['float32', 'bfloat16'\]; got 'float16'"):
         export_saved_model(model, str(tmp_path / "m"), precision="float16")
     assert not (tmp_path / "m").exists()
     path = str(tmp_path / "digits.keras")
@@ -69,4 +69,4 @@ def test_precision_is_checked_and_on_the_cli(tmp_path, digits, capsys):
     assert (tmp_path / "srv" / "1" / "saved_model.pb").is_file()
     assert cli.main(["export", "saved-model", path, "-o", str(tmp_path / "x"),
                      "--precision", "fp8"]) == 2
-    assert "precision: expected one of ('float32', 'bfloat16'); got 'fp8'" in capsys.readouterr().err
+    assert "precision: expected one of ['float32', 'bfloat16']; got 'fp8'" in capsys.readouterr().err
