@@ -27,6 +27,11 @@ Schema "keras-mixer-tflite/1" (kept exactly; the Android demo parses it):
 - "quantization" holds the parameters read back from the converted file's
   input/output details, null for float tensors.
 - An output of "kind" "probabilities" sums to 1 (after dequantizing).
+- "model_sha256" and "model_bytes" are the model file's (the .tflite, .onnx
+  or .xml) SHA-256 and size: the sidecar is renamed into place before the
+  model, so a failed or killed second rename would leave an old model beside
+  a new sidecar; `read_contract` refuses such a pair, naming both files.
+  Sidecars written before these fields existed lack them and are not checked.
 - "preprocessing" is the checkpoint's eval transform (`EvalTransform`): resize
   so that the H x W centre crop is `crop_fraction` of the image, with
   `interpolation`, then crop. Sidecars written before it existed lack it;
@@ -44,6 +49,7 @@ FORMAT = "keras-mixer-tflite/1"
 FORMATS = {"tflite": FORMAT, "onnx": "keras-mixer-onnx/1",
            "openvino": "keras-mixer-openvino/1"}
 
+import hashlib
 import json
 import os
 
@@ -51,8 +57,9 @@ import numpy as np
 
 from keras_mixer import files
 
+from .common import OUTPUT_KINDS
+
 DTYPES = ("float32", "uint8", "int8")
-OUTPUT_KINDS = ("probabilities", "logits")
 QUANTIZE_MODES = ("none", "float16", "dynamic", "int8")
 # "quantize" of files made by LiteRT Quantizer (`export.quantizer`): its recipe names.
 LITERT_RECIPES = ("dynamic_wi8_afp32", "static_wi8_ai8", "static_wi8_ai16")
@@ -99,16 +106,18 @@ def write_sidecar(tflite_path, tflite, *, model_name, labels, quantize, target, 
     inp, out = io_contract(tflite)
     return write_contract(tflite_path, inp, out, file_format="tflite", model_name=model_name,
                           labels=labels, kind=kind, transform=transform, overwrite=overwrite,
-                          quantize=quantize, target=target)
+                          model_file=bytes(tflite), quantize=quantize, target=target)
 
 
 def write_contract(model_path, inp, out, *, file_format, model_name, labels, kind, transform,
-                   overwrite=False, **fields):
+                   model_file, overwrite=False, **fields):
     """Writes the sidecar of any exported file; returns (sidecar path, contract).
 
     inp, out: {"shape", "dtype", "quantization"} (plus "name" for the server
     formats) as read back from the converted file in its own runtime.
     transform: the model's `EvalTransform`, written as "preprocessing".
+    model_file: the bytes, or the path of a draft, of what will be written to
+        `model_path` (its SHA-256 and size go into the sidecar).
     fields: the format's own keys (tflite: quantize, target; servers: precision).
     """
     path = sidecar_path(model_path)
@@ -124,10 +133,19 @@ def write_contract(model_path, inp, out, *, file_format, model_name, labels, kin
         "labels": [str(label) for label in labels],
         "model": model_name,
         **fields,
+        **file_digest(model_file),
         "preprocessing": transform.to_json(),
     }
     files.write_bytes(path, json.dumps(contract, indent=1).encode("utf-8"))
     return path, contract
+
+
+def file_digest(data):
+    """{"model_sha256", "model_bytes"} of bytes or of the file at a path."""
+    if not isinstance(data, (bytes, bytearray)):
+        with open(data, "rb") as f:
+            data = f.read()
+    return {"model_sha256": hashlib.sha256(data).hexdigest(), "model_bytes": len(data)}
 
 
 def contract_transform(contract):
@@ -150,21 +168,57 @@ def read_contract(path):
     """Reads and checks the sidecar of a model (`path`: the .tflite or the .json).
 
     Raises ValueError naming the first field that breaks the schema.
+    A sidecar that is not a JSON object, lacks a field or states another
+    model file (its "model_sha256"/"model_bytes") raises ValueError naming it.
     """
     path = os.fspath(path)
     json_path = path if path.endswith(".json") else sidecar_path(path)
     if not os.path.isfile(json_path):
         raise FileNotFoundError(f"path: no sidecar metadata at {json_path!r}")
-    with open(json_path, encoding="utf-8") as f:
-        contract = json.load(f)
-    _check_contract(contract)
+    try:
+        with open(json_path, encoding="utf-8") as f:
+            contract = json.load(f)
+    except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
+        raise ValueError(f"path: expected JSON in the sidecar {json_path!r}; got {err}") from err
+    if not isinstance(contract, dict):
+        raise ValueError(f"path: expected a JSON object in the sidecar {json_path!r}; got a "
+                         f"{type(contract).__name__}")
+    try:
+        _check_contract(contract)
+    except ValueError as err:
+        raise ValueError(f"{err} (in {json_path!r})") from err
+    model_path = path if not path.endswith(".json") else _model_path(json_path, contract)
+    _check_pair(model_path, json_path, contract)
     return contract
+
+
+def _model_path(json_path, contract):
+    """The model file a sidecar path belongs to (see `sidecar_path`)."""
+    stem = json_path[:-len(".json")]
+    return stem + ".tflite" if contract["format"] == FORMAT else stem
+
+
+def _check_pair(model_path, json_path, contract):
+    """Refuses a model file that is not the one the sidecar was written for."""
+    if "model_sha256" not in contract or not os.path.isfile(model_path):
+        return
+    got = file_digest(model_path)
+    if got != {k: contract[k] for k in got}:
+        raise ValueError(
+            f"path: the model {model_path!r} ({got['model_bytes']} bytes, sha256 "
+            f"{got['model_sha256'][:12]}...) is not the one its sidecar {json_path!r} describes "
+            f"({contract['model_bytes']} bytes, sha256 {contract['model_sha256'][:12]}...); "
+            f"an export was interrupted between the two renames: export again")
 
 
 def _check_contract(c):
     def need(ok, field, value, allowed):
         if not ok:
             raise ValueError(f"metadata {field}: expected {allowed}; got {value!r}")
+
+    for field in ("input", "output"):
+        need(isinstance(c.get(field), dict), field, c.get(field, "nothing (missing)"),
+             "an object")
 
     # A wrong tflite version gets the message the Android app gives, too.
     formats = list(FORMATS.values())
@@ -188,7 +242,7 @@ def _check_contract(c):
         need(tensor.get("dtype") in DTYPES, f"{name}.dtype", tensor.get("dtype"), DTYPES)
         quant = tensor.get("quantization")
         float_io = tensor["dtype"] == "float32"
-        need((quant is None) == float_io and (float_io or (
+        need((quant is None) == float_io and (float_io or isinstance(quant, dict) and (
             isinstance(quant.get("scale"), float) and isinstance(quant.get("zero_point"), int))),
             f"{name}.quantization", quant,
             "null for float32, else {'scale': float, 'zero_point': int}")
@@ -196,6 +250,11 @@ def _check_contract(c):
             need(isinstance(tensor.get("name"), str) and tensor["name"], f"{name}.name",
                  tensor.get("name"), "the tensor's name in the runtime")
     need(isinstance(c.get("model"), str), "model", c.get("model"), "a string")
+    if "model_sha256" in c:
+        need(isinstance(c["model_sha256"], str) and len(c["model_sha256"]) == 64,
+             "model_sha256", c["model_sha256"], "64 hex digits")
+        need(isinstance(c.get("model_bytes"), int), "model_bytes", c.get("model_bytes"),
+             "an int")
     if "preprocessing" in c:
         try:
             contract_transform(c)

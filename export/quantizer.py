@@ -25,7 +25,7 @@ import numpy as np
 
 from keras_mixer import files
 
-from . import metadata, targets
+from . import common, metadata, targets
 from .data import check_source
 from .runtimes import LiteModel
 from .tflite import DEFAULT_SAMPLES, representative_images
@@ -52,9 +52,11 @@ def quantize_tflite(float_tflite, output, *, recipe="w8a8", representative="defa
 
     if recipe not in RECIPES:
         raise ValueError(f"recipe: expected one of {list(RECIPES)}; got {recipe!r}")
-    files.check_output(output, overwrite=overwrite, suffix=".tflite")
+    output = common.check_file_output(output, overwrite=overwrite, suffix=".tflite")
     files.check_output(metadata.sidecar_path(output), overwrite=overwrite)
     float_ops = _check_float_ops(float_ops)
+    float_tflite = common.fspath(float_tflite)
+    representative = common.fspath_source(representative)
     if not (isinstance(float_tflite, str) and os.path.isfile(float_tflite)):
         raise FileNotFoundError(f"float_tflite: no such file: {float_tflite!r}")
     source = LiteModel(float_tflite)

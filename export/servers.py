@@ -38,22 +38,27 @@ CHECK_IMAGES = 8
 
 
 def export_onnx(model, output, *, weights=None, labels=None, opset=None,
-                tolerance=DEFAULT_TOLERANCE, num_threads=DEFAULT_THREADS, overwrite=False):
+                tolerance=DEFAULT_TOLERANCE, num_threads=DEFAULT_THREADS, overwrite=False,
+                output_kind=None):
     """Writes `output` (.onnx) and its sidecar; returns a report dict.
 
     model: a keras.Model, a `.keras` file, or a variant name (with `weights`).
     opset: the ONNX opset (None: tf2onnx's default).
     tolerance: the largest probability difference from Keras that ONNX Runtime
         may show on the check images (None: report it, never raise).
+    output_kind: "probabilities" or "logits"; None reads it from the model's
+        graph (`common.output_kind`, which refuses a sigmoid or unknown head).
     """
     if opset is not None and not (isinstance(opset, int) and opset >= 13):
         raise ValueError(f"opset: expected None or an int >= 13; got {opset!r}")
     return _export("onnx", model, output, weights=weights, labels=labels, tolerance=tolerance,
-                   num_threads=num_threads, overwrite=overwrite, opset_version=opset)
+                   num_threads=num_threads, overwrite=overwrite, output_kind=output_kind,
+                   opset_version=opset)
 
 
 def export_openvino(model, output, *, weights=None, labels=None,
-                    tolerance=DEFAULT_TOLERANCE, num_threads=DEFAULT_THREADS, overwrite=False):
+                    tolerance=DEFAULT_TOLERANCE, num_threads=DEFAULT_THREADS, overwrite=False,
+                    output_kind=None):
     """Writes `output` (.xml), its weights (.bin) and its sidecar; returns a report.
 
     The file holds float32 weights; OpenVINO's CPU plugin chooses the inference
@@ -61,24 +66,27 @@ def export_openvino(model, output, *, weights=None, labels=None,
     `runtimes.OPENVINO_PRECISIONS`. Arguments as for `export_onnx`.
     """
     return _export("openvino", model, output, weights=weights, labels=labels,
-                   tolerance=tolerance, num_threads=num_threads, overwrite=overwrite)
+                   tolerance=tolerance, num_threads=num_threads, overwrite=overwrite,
+                   output_kind=output_kind)
 
 
 def _export(file_format, model, output, *, weights, labels, tolerance, num_threads, overwrite,
-            **export_args):
+            output_kind, **export_args):
     suffix = {"onnx": ".onnx", "openvino": ".xml"}[file_format]
+    output = common.fspath(output)
     outputs = _output_files(output, suffix)
     for path in outputs:
-        files.check_output(path, overwrite=overwrite, suffix=os.path.splitext(path)[1])
+        common.check_file_output(path, overwrite=overwrite, suffix=os.path.splitext(path)[1])
+    common.check_output_kind(output_kind)
     files.check_output(metadata.sidecar_path(output), overwrite=overwrite)
     if tolerance is not None and not (isinstance(tolerance, (int, float)) and tolerance > 0):
         raise ValueError(f"tolerance: expected None or a number > 0; got {tolerance!r}")
     if not (isinstance(num_threads, int) and num_threads >= 1):
         raise ValueError(f"num_threads: expected an int >= 1; got {num_threads!r}")
-    net = inference.load_model(model, weights=weights)
+    net = inference.load_model(common.fspath(model), weights=weights)
     size = common.static_image_size(net)
     names = labels_lib.class_names(int(net.output_shape[-1]), labels)
-    kind = common.output_kind(net)
+    kind = common.output_kind(net, output_kind)
     images = np.random.default_rng(0).uniform(0, 255, (CHECK_IMAGES, *size, 3)).astype(np.float32)
     # Keras' ONNX exporter refuses a model that was never called; the call
     # also gives the reference outputs.
@@ -100,7 +108,8 @@ def _export(file_format, model, output, *, weights, labels, tolerance, num_threa
         del runtime  # OpenVINO maps the .bin; let go of it before the rename
         sidecar, contract = metadata.write_contract(
             output, inp, out, file_format=file_format, model_name=net.name, labels=names,
-            kind=kind, transform=EvalTransform.of(net), overwrite=overwrite)
+            kind=kind, transform=EvalTransform.of(net), overwrite=overwrite,
+            model_file=os.path.join(scratch, "model" + suffix))
         # Weights before the graph: an .xml never points at a missing .bin.
         for path in reversed(outputs):
             with files.atomic_path(path) as tmp:

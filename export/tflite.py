@@ -58,7 +58,8 @@ FLOAT_OP_PRESETS = {
 
 def export_tflite(model, output, *, weights=None, quantize="none", target="cpu",
                   representative="default", num_samples=DEFAULT_SAMPLES, io_dtype="float32",
-                  float_ops=(), labels=None, data_dir=None, isolate=False, overwrite=False):
+                  float_ops=(), labels=None, data_dir=None, isolate=False, overwrite=False,
+                  output_kind=None):
     """Converts a Mixer and writes `output` plus its sidecar; returns a report dict.
 
     model: a keras.Model, a `.keras` file, or a variant name (with `weights`).
@@ -67,29 +68,34 @@ def export_tflite(model, output, *, weights=None, quantize="none", target="cpu",
         (N, H, W, 3) of RGB 0-255 images (used by quantize="int8").
     data_dir: the tfds data dir for a "tfds:" representative.
     isolate: convert in a child process (see `convert`).
+    output_kind: "probabilities" or "logits"; None reads it from the model's
+        graph (`common.output_kind`, which refuses a sigmoid or unknown head).
     target="gpu" refuses a graph with any op the LiteRT GPU path lacks (its
     CompiledModel GPU path fails on one rather than falling back), before
     anything is written. The report's "residency" gives, per target, the
     fraction of ops its accelerator would hold (`targets.residency`).
     """
     float_ops = _check_options(quantize, target, io_dtype, float_ops, num_samples)
+    common.check_output_kind(output_kind)
     if not isinstance(isolate, bool):
         raise ValueError(f"isolate: expected True or False; got {isolate!r}")
-    files.check_output(output, overwrite=overwrite, suffix=".tflite")
+    output = common.check_file_output(output, overwrite=overwrite, suffix=".tflite")
     files.check_output(metadata.sidecar_path(output), overwrite=overwrite)
+    representative = common.fspath_source(representative)
     if isinstance(representative, str):
         from .data import check_source
 
         check_source(representative, data_dir=data_dir)
-    net = inference.load_model(model, weights=weights)
+    net = inference.load_model(common.fspath(model), weights=weights)
     common.static_image_size(net)
+    kind = common.output_kind(net, output_kind)
     transform = EvalTransform.of(net)  # calibration images as the checkpoint was evaluated
     names = labels_lib.class_names(int(net.output_shape[-1]), labels)
     images = None
     if quantize == "int8":
         images = representative_images(representative, transform, num_samples=num_samples,
                                        data_dir=data_dir)
-    if quantize == "int8" and io_dtype == "float32" and common.output_kind(net) == "probabilities":
+    if quantize == "int8" and io_dtype == "float32" and kind == "probabilities":
         # int8 probabilities step by 1/256, which rounds most of a 1000-class
         # softmax to 0; with float output the one SOFTMAX op stays float.
         float_ops = tuple(dict.fromkeys(float_ops + ("SOFTMAX",)))
@@ -108,7 +114,7 @@ def export_tflite(model, output, *, weights=None, quantize="none", target="cpu",
             f"graph it cannot hold whole; got target='gpu' for a graph with them")
     sidecar, contract = metadata.write_sidecar(
         output, data, model_name=net.name, labels=names, quantize=quantize, target=target,
-        kind=common.output_kind(net), transform=transform, overwrite=overwrite)
+        kind=kind, transform=transform, overwrite=overwrite)
     files.write_bytes(output, data)  # the sidecar first: a .tflite never lacks its own
     return {
         "path": output, "sidecar": sidecar, "bytes": len(data), "contract": contract,
@@ -176,6 +182,7 @@ def representative_images(representative, transform, *, num_samples=DEFAULT_SAMP
         source = representative
     else:
         images, source = np.asarray(representative), "the given array"
+        _check_pixels(images)
     if images.ndim != 4 or tuple(images.shape[1:]) != (*size, 3):
         raise ValueError(
             f"representative: expected images of shape (N, {size[0]}, {size[1]}, 3) to match "
@@ -185,6 +192,20 @@ def representative_images(representative, transform, *, num_samples=DEFAULT_SAMP
             f"representative: expected at least {MIN_SAMPLES} images for calibration; "
             f"got {len(images)} from {source}")
     return images[:num_samples].astype(np.float32)
+
+
+def _check_pixels(images):
+    """Calibration arrays hold real RGB 0-255 values: a NaN gives the converter's
+    own obscure error, an infinity crashes the process."""
+    if not (np.issubdtype(images.dtype, np.integer) or np.issubdtype(images.dtype, np.floating)) \
+            or images.dtype == np.bool_:
+        raise ValueError(f"representative: expected an int or float array of RGB 0-255 "
+                         f"images; got dtype {images.dtype}")
+    bad = ~np.isfinite(images) | (images < 0) | (images > 255)
+    if bad.any():
+        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"representative: expected finite pixel values in [0, 255]; got "
+                         f"{images[index]!r} at index {index}")
 
 
 def convert(model, *, quantize="none", images=None, io_dtype="float32", float_ops=(),

@@ -4,6 +4,13 @@ The file runs in its own runtime (`export.runtimes`: LiteRT for .tflite,
 ONNX Runtime for .onnx, OpenVINO for .xml), fed exactly as its sidecar says,
 one image per call, so "latency_ms" is batch-1 latency in that runtime.
 OpenVINO runs pinned to float32 unless `precision="default"`.
+
+Verification gates: by default `verify` raises `VerificationFailed` (a
+ValueError carrying the report) when the file misses its thresholds, chosen
+by what the file is (`GATES`): a float file must give Keras' outputs (top-1
+agreement and max abs error), a quantized one Keras' answers and, where the
+images have labels, Keras' accuracy within a point (the project's int8 bar on
+the digits). `gate=False` only reports; `thresholds` replaces some of them.
 """
 
 import os
@@ -19,10 +26,29 @@ from .runtimes import DEFAULT_THREADS, LiteModel, open_runtime  # noqa: F401 (Li
 
 # The report's accuracy key per file suffix ("tflite_accuracy", ...).
 FORMAT_NAMES = {".tflite": "tflite", ".onnx": "onnx", ".xml": "openvino"}
+# What a file must reach, by kind: "float" (float32 .tflite, ONNX, OpenVINO
+# pinned to float32: the same function, summed in another order), "float16"
+# (weights rounded to ~3 digits: same answers, outputs off by more than float32's
+# bar), "quantized" (int8 weights or activations, OpenVINO at the CPU's own
+# precision). accuracy_drop applies only when the images have labels.
+GATES = {
+    "float": {"top1_agreement": 0.99, "max_abs_error": 1e-3, "accuracy_drop": None},
+    "float16": {"top1_agreement": 0.98, "max_abs_error": None, "accuracy_drop": 0.01},
+    "quantized": {"top1_agreement": 0.9, "max_abs_error": None, "accuracy_drop": 0.01},
+}
+
+
+class VerificationFailed(ValueError):
+    """An exported file missed its verification thresholds; `.report` holds the report."""
+
+    def __init__(self, message, report):
+        super().__init__(message)
+        self.report = report
 
 
 def verify(path, model, *, weights=None, images="default", count=100,
-           num_threads=DEFAULT_THREADS, precision="float32", data_dir=None):
+           num_threads=DEFAULT_THREADS, precision="float32", data_dir=None, gate=True,
+           thresholds=None):
     """Runs the exported file `path` and the Keras `model` on `count` held-out images.
 
     images: a source of `export.data` ("default", "folder:PATH",
@@ -30,18 +56,27 @@ def verify(path, model, *, weights=None, images="default", count=100,
         optional labels via a (images, labels) tuple.
     data_dir: the tfds data dir for a "tfds:" source.
     precision: OpenVINO only, "float32" (pinned) or "default" (the CPU's own).
+    gate: raise `VerificationFailed` (a ValueError with the report as `.report`)
+        when a threshold is missed; False: only report.
+    thresholds: {"top1_agreement": min, "max_abs_error": max, "accuracy_drop":
+        max} replacing the file kind's defaults (`GATES`); None skips one.
     Returns {"images", "runtime", "top1_agreement", "keras_accuracy",
     "<format>_accuracy" (tflite, onnx or openvino), "max_abs_error",
-    "output_kind", "bytes", "latency_ms": {median, min, max, threads}}.
+    "output_kind", "bytes", "latency_ms": {median, min, max, threads},
+    "gate": {"kind", "thresholds", "passed", "failures"}}.
     """
     if not (isinstance(count, int) and count >= 1):
         raise ValueError(f"count: expected an int >= 1; got {count!r}")
+    if not isinstance(gate, bool):
+        raise ValueError(f"gate: expected True or False; got {gate!r}")
+    _check_thresholds(thresholds)
+    path = common.fspath(path)
     if isinstance(images, str):
         from .data import check_source
 
         check_source(images, data_dir=data_dir, arg="images")
     exported = open_runtime(path, num_threads=num_threads, precision=precision)
-    net = inference.load_model(model, weights=weights)
+    net = inference.load_model(common.fspath(model), weights=weights)
     if common.static_image_size(net) != exported.image_size:
         raise ValueError(
             f"model: takes {common.static_image_size(net)} images but {path!r} takes "
@@ -59,7 +94,7 @@ def verify(path, model, *, weights=None, images="default", count=100,
     report = {
         "images": len(x), "runtime": exported.runtime, **agreement(expected, got),
         "keras_accuracy": None, accuracy_key: None,
-        "output_kind": common.output_kind(net),
+        "output_kind": _output_kind(path, net),
         "bytes": file_bytes(path),
         "latency_ms": {"median": float(np.median(ms)), "min": float(ms.min()),
                        "max": float(ms.max()), "threads": num_threads},
@@ -67,7 +102,67 @@ def verify(path, model, *, weights=None, images="default", count=100,
     if y is not None:
         report["keras_accuracy"] = float(np.mean(expected.argmax(-1) == y))
         report[accuracy_key] = float(np.mean(got.argmax(-1) == y))
+    report["gate"] = _gate(report, accuracy_key, _file_kind(path, precision), thresholds)
+    if gate and not report["gate"]["passed"]:
+        raise VerificationFailed(
+            f"{path}: failed verification against the Keras model on {len(x)} images: "
+            f"{'; '.join(report['gate']['failures'])} (pass gate=False / --no-gate to "
+            f"only report, or other thresholds)", report)
     return report
+
+
+def _check_thresholds(thresholds):
+    if thresholds is None:
+        return
+    if not isinstance(thresholds, dict) or set(thresholds) - set(GATES["float"]):
+        raise ValueError(f"thresholds: expected a dict with keys among {list(GATES['float'])}; "
+                         f"got {thresholds!r}")
+    for key, value in thresholds.items():
+        if value is not None and not (isinstance(value, (int, float)) and value >= 0):
+            raise ValueError(f"thresholds: expected None or a number >= 0 for {key!r}; "
+                             f"got {value!r}")
+
+
+def _file_kind(path, precision):
+    """The key of GATES for an exported file."""
+    if path.endswith(".tflite"):
+        from .metadata import read_contract
+
+        try:
+            quantize = read_contract(path).get("quantize")
+        except FileNotFoundError:  # no sidecar: the lenient gate
+            quantize = None
+        return {"none": "float", "float16": "float16"}.get(quantize, "quantized")
+    if path.endswith(".xml") and precision != "float32":
+        return "quantized"
+    return "float"
+
+
+def _output_kind(path, net):
+    """The sidecar's output kind (what the export decided), else the graph's."""
+    from .metadata import read_contract
+
+    try:
+        return read_contract(path)["output"]["kind"]
+    except FileNotFoundError:
+        return common.output_kind(net)
+
+
+def _gate(report, accuracy_key, kind, thresholds):
+    limits = {**GATES[kind], **(thresholds or {})}
+    failures = []
+    if limits["top1_agreement"] is not None and report["top1_agreement"] < limits["top1_agreement"]:
+        failures.append(f"top-1 agreement {report['top1_agreement']:.3f} < "
+                        f"{limits['top1_agreement']}")
+    if limits["max_abs_error"] is not None and report["max_abs_error"] > limits["max_abs_error"]:
+        failures.append(f"max abs error {report['max_abs_error']:.3g} > "
+                        f"{limits['max_abs_error']}")
+    if limits["accuracy_drop"] is not None and report["keras_accuracy"] is not None:
+        drop = report["keras_accuracy"] - report[accuracy_key]
+        if drop > limits["accuracy_drop"] + 1e-9:
+            failures.append(f"accuracy {report[accuracy_key]:.3f} is {drop:.3f} below Keras' "
+                            f"{report['keras_accuracy']:.3f} (allowed {limits['accuracy_drop']})")
+    return {"kind": kind, "thresholds": limits, "passed": not failures, "failures": failures}
 
 
 # The name from before the server formats; it verifies any of them.

@@ -35,6 +35,7 @@ def add_parsers(subparsers):
                    help=f"int8: keep these ops in float, comma-separated presets "
                         f"{list(tflite_lib.FLOAT_OP_PRESETS)} or TFLite op names")
     p.add_argument("--labels", help="'digits' or a text file with one class name per line")
+    p.add_argument("--output-kind", help="probabilities or logits: what the model outputs (default: read from its graph; a sigmoid or unknown head is refused)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(run=_run_tflite)
 
@@ -47,8 +48,10 @@ def add_parsers(subparsers):
     p.add_argument("--precision", default="float32",
                    help="float32 or bfloat16 (bfloat16 matmuls, float32 weights and outputs; pays "
                         "on AVX512_BF16/AMX CPUs, GPUs, TPUs) (default: float32)")
-    p.add_argument("--top-k", type=int, default=5, help="labels per image of serve_bytes (default: 5)")
+    p.add_argument("--top-k", type=int,
+                   help="labels per image of serve_bytes (default: 5, or the classes if fewer)")
     p.add_argument("--labels", help="'digits' or a text file with one class name per line")
+    p.add_argument("--output-kind", help="probabilities or logits: what the model outputs (default: read from its graph; a sigmoid or unknown head is refused)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing NAME/VERSION/")
     p.set_defaults(run=_run_saved_model)
 
@@ -77,6 +80,7 @@ def add_parsers(subparsers):
         p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
                        help=f"largest probability difference from Keras allowed on the check "
                             f"images (default: {DEFAULT_TOLERANCE})")
+        p.add_argument("--output-kind", help="probabilities or logits: what the model outputs (default: read from its graph; a sigmoid or unknown head is refused)")
         p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
         p.set_defaults(run=_run_server_format, export_format=name)
 
@@ -93,6 +97,14 @@ def add_parsers(subparsers):
     p.add_argument("--precision", default="float32",
                    help=f"OpenVINO inference precision: one of {OPENVINO_PRECISIONS} "
                         f"(default: float32; default is the CPU's own, bfloat16 on AVX512_BF16)")
+    p.add_argument("--no-gate", action="store_true",
+                   help="only report; by default a file that misses its thresholds exits 1")
+    p.add_argument("--min-top1", type=float,
+                   help="least top-1 agreement with Keras (default: by the file's kind)")
+    p.add_argument("--max-error", type=float,
+                   help="largest abs output difference from Keras (default: by kind)")
+    p.add_argument("--max-accuracy-drop", type=float,
+                   help="largest accuracy loss against Keras on labelled images (default: by kind)")
     p.set_defaults(run=_run_verify)
 
 
@@ -101,7 +113,7 @@ def _run_tflite(args):
         args.model, args.output, weights=_weights(args), quantize=args.quantize,
         target=args.target, representative=args.representative, num_samples=args.num_samples,
         io_dtype=args.io_dtype, float_ops=args.float_ops, labels=args.labels,
-        data_dir=args.data_dir, overwrite=args.overwrite)
+        data_dir=args.data_dir, overwrite=args.overwrite, output_kind=args.output_kind)
     contract = report["contract"]
     print(f"wrote {report['path']} ({report['bytes']:,} bytes) and {report['sidecar']}")
     print(f"input {contract['input']['dtype']} {contract['input']['shape']}, "
@@ -121,7 +133,8 @@ def _run_saved_model(args):
 
     path = export_saved_model(args.model, args.output, weights=_weights(args),
                               version=args.version, xla=args.xla, precision=args.precision,
-                              top_k=args.top_k, labels=args.labels, overwrite=args.overwrite)
+                              top_k=args.top_k, labels=args.labels, overwrite=args.overwrite,
+                              output_kind=args.output_kind)
     print(f"wrote {path} (signatures: serving_default, serve_uint8, serve_bytes; "
           f"XLA: {'on, compiles on first call per batch size' if args.xla else 'off'}; "
           f"compute: {args.precision})")
@@ -148,7 +161,8 @@ def _run_server_format(args):
 
     export = {"onnx": servers.export_onnx, "openvino": servers.export_openvino}[args.export_format]
     report = export(args.model, args.output, weights=_weights(args), labels=args.labels,
-                    tolerance=args.tolerance, overwrite=args.overwrite)
+                    tolerance=args.tolerance, overwrite=args.overwrite,
+                    output_kind=args.output_kind)
     check, contract = report["check"], report["contract"]
     print(f"wrote {report['path']} ({report['bytes']:,} bytes) and {report['sidecar']}")
     print(f"input {contract['input']['name']!r} {contract['input']['shape']}, output "
@@ -158,11 +172,22 @@ def _run_server_format(args):
 
 
 def _run_verify(args):
-    from keras_mixer.export.verify import verify
+    import sys
 
-    report = verify(args.tflite, args.model, weights=_weights(args), images=args.images,
-                    count=args.count, num_threads=args.threads, precision=args.precision,
-                    data_dir=args.data_dir)
+    from keras_mixer.export.verify import VerificationFailed, verify
+
+    thresholds = {key: value for key, value in (
+        ("top1_agreement", args.min_top1), ("max_abs_error", args.max_error),
+        ("accuracy_drop", args.max_accuracy_drop)) if value is not None}
+    try:
+        report = verify(args.tflite, args.model, weights=_weights(args), images=args.images,
+                        count=args.count, num_threads=args.threads, precision=args.precision,
+                        data_dir=args.data_dir, gate=not args.no_gate,
+                        thresholds=thresholds or None)
+    except VerificationFailed as err:
+        print(json.dumps(err.report, indent=1))
+        print(f"keras-mixer export verify: FAILED: {err}", file=sys.stderr)
+        return 1
     print(json.dumps(report, indent=1))
 
 
