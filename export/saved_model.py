@@ -8,6 +8,10 @@ in logits):
                    -> labels string (N, k), scores float32 (N, k), classes int32 (N, k)
                    with the model's eval transform (`EvalTransform.of(model)`: its
                    checkpoint's resize, centre crop and interpolation) in the graph
+                   Refused from the header, before decoding (InvalidArgumentError):
+                   other formats, over MAX_IMAGE_PIXELS, aspect over MAX_ASPECT_RATIO.
+                   EXIF orientation is NOT applied (TensorFlow ignores it): clients
+                   must send upright images (keras_mixer.load_image applies it).
 With `xla=True` the model's compute is a `tf.function(jit_compile=True)`.
 With `precision="bfloat16"` it runs under Keras' mixed_bfloat16 policy
 (`rebuild.with_precision`: float32 weights, head and outputs; bfloat16
@@ -106,11 +110,15 @@ def build_serving_module(model, size, labels, top_k, xla):
         return {"probabilities": compute(tf.cast(images, tf.float32))}
 
     def decode(data):
-        image = tf.io.decode_image(data, channels=3, expand_animations=False)
+        # The header's size is checked before decoding, as load_image does: a
+        # refused request costs nothing and the server goes on serving.
+        with tf.control_dependencies(_header_checks(data)):
+            image = tf.io.decode_image(data, channels=3, expand_animations=False)
         return transform(image)
 
     @tf.function(input_signature=[tf.TensorSpec((None,), tf.string, name="image_bytes")])
     def serve_bytes(image_bytes):
+        """Encoded images -> top-k. EXIF orientation is NOT applied: send upright images."""
         images = tf.map_fn(decode, image_bytes,
                            fn_output_signature=tf.TensorSpec((height, width, 3), tf.float32))
         scores, classes = tf.math.top_k(compute(images), k=top_k)
@@ -121,6 +129,68 @@ def build_serving_module(model, size, labels, top_k, xla):
     signatures = {"serving_default": serve_float, "serve_uint8": serve_uint8,
                   "serve_bytes": serve_bytes}
     return module, signatures
+
+
+def _header_shape(data):
+    """(height, width) int64 from a JPEG, PNG, GIF, BMP or WebP file's header;
+    (0, 0) for any other format. Reads at most the first 32 bytes (JPEG: its
+    SOF marker), never the pixels."""
+    import tensorflow as tf
+
+    head = tf.strings.substr(tf.strings.join([tf.strings.substr(data, 0, 32), "\0" * 32]), 0, 32)
+    b = tf.cast(tf.io.decode_raw(head, tf.uint8), tf.int64)
+
+    def big(i, n):  # n-byte big-endian unsigned int at byte i
+        return sum(b[i + k] * 256 ** (n - 1 - k) for k in range(n))
+
+    def little(i, n):
+        return sum(b[i + k] * 256 ** k for k in range(n))
+
+    def jpeg():
+        return tf.cast(tf.image.extract_jpeg_shape(data)[:2], tf.int64)
+
+    def bmp():  # a negative height means top-down rows
+        height = little(22, 4)
+        return tf.stack([tf.where(height >= 2 ** 31, 2 ** 32 - height, height), little(18, 4)])
+
+    def webp():
+        chunk = tf.strings.substr(head, 12, 4)
+        return tf.case([
+            (tf.equal(chunk, "VP8 "), lambda: tf.stack([little(28, 2) % 16384, little(26, 2) % 16384])),
+            (tf.equal(chunk, "VP8L"), lambda: tf.stack([little(21, 4) // 16384 % 16384 + 1,
+                                                        little(21, 4) % 16384 + 1])),
+            (tf.equal(chunk, "VP8X"), lambda: tf.stack([little(27, 3) + 1, little(24, 3) + 1]))],
+            default=lambda: tf.zeros([2], tf.int64))
+
+    start = lambda n: tf.strings.substr(head, 0, n)  # noqa: E731
+    return tf.case([
+        (tf.io.is_jpeg(data), jpeg),
+        (tf.equal(start(8), b"\x89PNG\r\n\x1a\n"), lambda: tf.stack([big(20, 4), big(16, 4)])),
+        (tf.equal(start(3), "GIF"), lambda: tf.stack([little(8, 2), little(6, 2)])),
+        (tf.equal(start(2), "BM"), bmp),
+        (tf.logical_and(tf.equal(start(4), "RIFF"), tf.equal(tf.strings.substr(head, 8, 4), "WEBP")),
+         webp)], default=lambda: tf.zeros([2], tf.int64))
+
+
+def _header_checks(data):
+    """Assertions that fail (InvalidArgumentError) for an unknown format and,
+    as load_image, for too many pixels or too long an aspect ratio."""
+    import tensorflow as tf
+
+    from keras_mixer.preprocessing import MAX_ASPECT_RATIO, MAX_IMAGE_PIXELS
+
+    shape = _header_shape(data)
+    height, width = shape[0], shape[1]
+    got = ["got (height, width):", shape]
+    return [
+        tf.debugging.Assert(tf.minimum(height, width) > 0, [
+            "image_bytes: expected a JPEG, PNG, GIF, BMP or WebP file of at least 1x1 pixels; "
+            "got another format, or a size of 0", shape]),
+        tf.debugging.Assert(height * width <= MAX_IMAGE_PIXELS, [
+            f"image_bytes: expected at most {MAX_IMAGE_PIXELS:,} pixels;", *got]),
+        tf.debugging.Assert(tf.maximum(height, width) <= MAX_ASPECT_RATIO * tf.minimum(height, width), [
+            f"image_bytes: expected an aspect ratio of at most {MAX_ASPECT_RATIO}:1;", *got]),
+    ]
 
 
 def warm_up(loaded, batch_sizes=(1,)):

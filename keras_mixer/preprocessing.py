@@ -23,6 +23,13 @@ CROP_FRACTION = 0.875
 # Images with more pixels are refused from their header, before decoding
 # (a 1 MB PNG can declare 20000x20000 pixels: 1.2 GB decoded, 4.8 GB as float).
 MAX_IMAGE_PIXELS = 50_000_000
+# Images whose long side is more than this many times their short side are
+# refused from their header too: the resize makes the short side
+# size / crop_fraction, so a 1 x 4000 PNG of 93 bytes would become 256 x 1,024,000
+# floats (3 GB). Phone panoramas are ~4:1 to ~9:1 and 360-degree ones 2:1; 20:1
+# keeps every one of them, and bounds the resized image to 20 x (size/crop)^2
+# pixels (16 MB of float32 at 224). The model sees only the centre square anyway.
+MAX_ASPECT_RATIO = 20
 INTERPOLATIONS = ("bicubic", "bilinear")
 
 
@@ -128,7 +135,9 @@ def load_image(path, size=(224, 224), *, crop_fraction=None, interpolation=None,
     size: (H, W) or an int for the paper's transform (crop 0.875, bicubic), or
     an `EvalTransform`, e.g. `EvalTransform.of(model)`: the checkpoint's own.
     crop_fraction, interpolation: replace the transform's.
-    Images above `max_pixels` are refused from their header, before decoding.
+    Images above `max_pixels` or MAX_ASPECT_RATIO are refused from their
+    header, before decoding. EXIF orientation is applied; 16-bit images are
+    scaled to 0-255 (>> 8), alpha is dropped; float images are refused.
     """
     from PIL import Image
 
@@ -138,12 +147,43 @@ def load_image(path, size=(224, 224), *, crop_fraction=None, interpolation=None,
 
     try:
         with Image.open(path) as img:
-            pixels = img.width * img.height
-            if pixels > max_pixels:
-                raise ValueError(
-                    f"path: {path!r} has {img.width}x{img.height} = {pixels:,} pixels; "
-                    f"expected at most max_pixels={max_pixels:,}")
-            array = np.asarray(img.convert("RGB"))
+            check_image_shape(img.height, img.width, max_pixels, arg=f"path: {path!r}")
+            array = _rgb_array(img, path)
     except (OSError, Image.DecompressionBombError) as err:
         raise ValueError(f"path: cannot read {path!r} as an image: {err}") from err
     return transform(array)
+
+
+def check_image_shape(height, width, max_pixels=MAX_IMAGE_PIXELS, *, arg="image"):
+    """Refuses (ValueError) an image of more than `max_pixels` pixels or an aspect
+    ratio beyond MAX_ASPECT_RATIO, from its header's size, before decoding."""
+    pixels = width * height
+    if pixels > max_pixels:
+        raise ValueError(f"{arg} has {width}x{height} = {pixels:,} pixels; "
+                         f"expected at most max_pixels={max_pixels:,}")
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise ValueError(f"{arg} is {width}x{height}; expected an aspect ratio of at most "
+                         f"MAX_ASPECT_RATIO={MAX_ASPECT_RATIO}:1")
+
+
+def _rgb_array(img, path):
+    """uint8 (H, W, 3) of a Pillow image, with the pixels TensorFlow's
+    `decode_image(channels=3)` (the SavedModel's) gives for the same file:
+    16-bit samples >> 8 (libpng's strip), alpha dropped without compositing,
+    palettes expanded, CMYK as Pillow converts it (TensorFlow agrees). Unlike
+    TensorFlow, the EXIF orientation is applied: a phone photo comes upright."""
+    from PIL import Image, ImageOps
+
+    ImageOps.exif_transpose(img, in_place=True)
+    if img.mode.startswith("I;16"):
+        # Pillow reads 16-bit grey PNGs as I;16 and its convert("RGB") clips them to 255.
+        img = Image.fromarray((np.asarray(img).astype(np.uint16) >> 8).astype(np.uint8))
+    elif img.mode == "I":
+        # 32-bit ints: Pillow's mode for 16-bit data once widened (TIFF, older PNG
+        # reads), so read as 0-65535 like I;16; values outside are clipped.
+        img = Image.fromarray((np.clip(np.asarray(img), 0, 65535) >> 8).astype(np.uint8))
+    elif img.mode == "F":
+        raise ValueError(f"path: {path!r} has floating-point pixels (mode 'F'), which have "
+                         "no standard 0-255 scale; expected an image of 8- or 16-bit "
+                         "integers: convert it to 8-bit first")
+    return np.asarray(img.convert("RGB"))
