@@ -1,7 +1,8 @@
 """Keras Mixer -> SavedModel for servers, in TF Serving's layout NAME/VERSION/.
 
 Signatures (all return probabilities: a softmax is added if the model ends
-in logits):
+in logits, as `common.output_kind` reads it from the graph or `output_kind=`
+states it):
   serving_default  images float32 (N, H, W, 3), RGB 0-255 -> probabilities
   serve_uint8      images uint8 (N, H, W, 3)               -> probabilities
   serve_bytes      image_bytes string (N,): JPEG/PNG/GIF/BMP files
@@ -45,33 +46,43 @@ BFLOAT16_TOLERANCE = {"max_abs_error": 0.05, "top1_agreement": 0.98, "accuracy_d
 
 
 def export_saved_model(model, output, *, weights=None, version=1, xla=False,
-                       precision="float32", top_k=DEFAULT_TOP_K, labels=None, overwrite=False):
+                       precision="float32", top_k=None, labels=None, overwrite=False,
+                       output_kind=None):
     """Writes `output/<version>/` and returns that path.
 
     model: a keras.Model, a `.keras` file, or a variant name (with `weights`).
     precision: "float32" or "bfloat16" (see the module docstring).
+    top_k: labels per image of serve_bytes (None: DEFAULT_TOP_K, or every
+        class of a model with fewer).
+    output_kind: "probabilities" or "logits" (softmaxed in the graph); None
+        reads it from the model's graph (`common.output_kind`, which refuses a
+        sigmoid or unknown head).
     """
     if not (isinstance(version, int) and version >= 1):
         raise ValueError(f"version: expected an int >= 1; got {version!r}")
     if not isinstance(xla, bool):
         raise ValueError(f"xla: expected True or False; got {xla!r}")
     Precision.parse(precision, allowed=map(Precision, PRECISIONS))
+    output = common.fspath(output)
     if not isinstance(output, str) or not output or output.endswith((".tflite", ".keras")):
         raise ValueError(f"output: expected a directory path (NAME, gets NAME/{version}/); got {output!r}")
-    if not (isinstance(top_k, int) and top_k >= 1):
-        raise ValueError(f"top_k: expected an int >= 1; got {top_k!r}")
+    if top_k is not None and not (isinstance(top_k, int) and top_k >= 1):
+        raise ValueError(f"top_k: expected None or an int >= 1; got {top_k!r}")
+    common.check_output_kind(output_kind)
     path = os.path.join(output, str(version))
     files.check_output(path, overwrite=overwrite)
-    net = inference.load_model(model, weights=weights)
+    net = inference.load_model(common.fspath(model), weights=weights)
     size = common.static_image_size(net)
+    kind = common.output_kind(net, output_kind)
     classes = int(net.output_shape[-1])
+    top_k = min(DEFAULT_TOP_K, classes) if top_k is None else top_k
     if not (isinstance(top_k, int) and 1 <= top_k <= classes):
         raise ValueError(f"top_k: expected an int in [1, {classes}]; got {top_k!r}")
     names = labels_lib.class_names(classes, labels)
     from .rebuild import with_precision
 
     module, signatures = build_serving_module(with_precision(net, precision), size, names,
-                                              top_k, xla)
+                                              top_k, xla, kind=kind)
     import tensorflow as tf
 
     # TF Serving loads every version directory it sees: the new version appears
@@ -81,15 +92,16 @@ def export_saved_model(model, output, *, weights=None, version=1, xla=False,
     return path
 
 
-def build_serving_module(model, size, labels, top_k, xla):
-    """(tf.Module, signatures dict) serving `model`."""
+def build_serving_module(model, size, labels, top_k, xla, *, kind=None):
+    """(tf.Module, signatures dict) serving `model` (kind: its output kind,
+    None: read from its graph)."""
     import tensorflow as tf
 
     from keras_mixer.preprocessing import EvalTransform
 
     height, width = size
     transform = EvalTransform.of(model)  # the checkpoint's own resize, crop, interpolation
-    softmax = common.output_kind(model) == "logits"
+    softmax = common.output_kind(model, kind) == "logits"
     module = tf.Module()
     module.model = model
     module.labels = tf.Variable(labels, trainable=False, dtype=tf.string, name="labels")
