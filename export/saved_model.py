@@ -11,8 +11,8 @@ states it):
                    checkpoint's resize, centre crop and interpolation) in the graph
                    Refused from the header, before decoding (InvalidArgumentError):
                    other formats, over MAX_IMAGE_PIXELS, aspect over MAX_ASPECT_RATIO.
-                   EXIF orientation is NOT applied (TensorFlow ignores it): clients
-                   must send upright images (keras_mixer.load_image applies it).
+                   A JPEG's EXIF orientation is applied in the graph (TensorFlow's
+                   decoders ignore it), as keras_mixer.load_image applies it.
 With `xla=True` the model's compute is a `tf.function(jit_compile=True)`.
 With `precision="bfloat16"` it runs under Keras' mixed_bfloat16 policy
 (`rebuild.with_precision`: float32 weights, head and outputs; bfloat16
@@ -126,11 +126,12 @@ def build_serving_module(model, size, labels, top_k, xla, *, kind=None):
         # refused request costs nothing and the server goes on serving.
         with tf.control_dependencies(_header_checks(data)):
             image = tf.io.decode_image(data, channels=3, expand_animations=False)
+        image = _upright(image, _exif_orientation(data))  # phone photos are stored sideways
         return transform(image)
 
     @tf.function(input_signature=[tf.TensorSpec((None,), tf.string, name="image_bytes")])
     def serve_bytes(image_bytes):
-        """Encoded images -> top-k. EXIF orientation is NOT applied: send upright images."""
+        """Encoded images -> top-k, JPEGs turned upright by their EXIF orientation."""
         images = tf.map_fn(decode, image_bytes,
                            fn_output_signature=tf.TensorSpec((height, width, 3), tf.float32))
         scores, classes = tf.math.top_k(compute(images), k=top_k)
@@ -203,6 +204,52 @@ def _header_checks(data):
         tf.debugging.Assert(tf.maximum(height, width) <= MAX_ASPECT_RATIO * tf.minimum(height, width), [
             f"image_bytes: expected an aspect ratio of at most {MAX_ASPECT_RATIO}:1;", *got]),
     ]
+
+
+def _exif_orientation(data):
+    """The EXIF Orientation (1-8) in a JPEG's APP1 segment, read as
+    PIL.ImageOps.exif_transpose reads it (IFD0's tag 0x0112, either byte
+    order); 1 for other formats and when absent or unreadable."""
+    import tensorflow as tf
+
+    head = tf.strings.substr(data, 0, 65536)  # APP1 is at most 64 KB, at the start
+    parts = tf.strings.split(head, sep="Exif\0\0", maxsplit=1)
+
+    def read():
+        tiff = parts[1]
+        b = tf.cast(tf.io.decode_raw(tf.strings.substr(
+            tf.strings.join([tiff, "\0" * 8]), 0, 8), tf.uint8), tf.int64)
+        little = tf.equal(tf.strings.substr(tiff, 0, 2), "II")
+
+        def num(x, n):  # x: (..., n) bytes -> ints in the file's byte order
+            weights = tf.constant([256 ** k for k in range(n)], tf.int64)
+            return tf.where(little, tf.reduce_sum(x * weights, -1),
+                            tf.reduce_sum(x * weights[::-1], -1))
+
+        ifd = tf.minimum(num(b[4:8], 4), tf.cast(tf.strings.length(tiff), tf.int64))
+        entries = tf.strings.substr(tf.strings.join([tiff, "\0" * (2 + 12 * 64)]), ifd, 2 + 12 * 64)
+        e = tf.cast(tf.io.decode_raw(entries, tf.uint8), tf.int64)
+        count = tf.minimum(num(e[:2], 2), 64)
+        rows = tf.reshape(e[2:], (64, 12))[:count]
+        tags = num(rows[:, 0:2], 2)
+        values = num(rows[:, 8:10], 2)
+        found = tf.boolean_mask(values, tf.equal(tags, 0x0112))
+        value = tf.cond(tf.size(found) > 0, lambda: found[0], lambda: tf.constant(1, tf.int64))
+        return tf.where((value >= 1) & (value <= 8), value, 1)
+
+    return tf.cond(tf.io.is_jpeg(data) & (tf.size(parts) == 2), read,
+                   lambda: tf.constant(1, tf.int64))
+
+
+def _upright(image, orientation):
+    """`image` turned as its EXIF orientation says (PIL.ImageOps.exif_transpose)."""
+    import tensorflow as tf
+
+    t = lambda x: tf.transpose(x, (1, 0, 2))  # noqa: E731
+    return tf.switch_case(tf.cast(orientation - 1, tf.int32), [
+        lambda: image, lambda: image[:, ::-1], lambda: image[::-1, ::-1], lambda: image[::-1],
+        lambda: t(image), lambda: t(image[::-1]), lambda: t(image[::-1, ::-1]),
+        lambda: t(image)[::-1]])
 
 
 def warm_up(loaded, batch_sizes=(1,)):

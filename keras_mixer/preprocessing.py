@@ -170,8 +170,9 @@ def _rgb_array(img, path):
     """uint8 (H, W, 3) of a Pillow image, with the pixels TensorFlow's
     `decode_image(channels=3)` (the SavedModel's) gives for the same file:
     16-bit samples >> 8 (libpng's strip), alpha dropped without compositing,
-    palettes expanded, CMYK as Pillow converts it (TensorFlow agrees). Unlike
-    TensorFlow, the EXIF orientation is applied: a phone photo comes upright."""
+    palettes expanded, CMYK as Pillow converts it (TensorFlow agrees). The EXIF
+    orientation is applied, as the SavedModel's serve_bytes applies it in its
+    graph (TensorFlow's decoders ignore it): a phone photo comes upright."""
     from PIL import Image, ImageOps
 
     ImageOps.exif_transpose(img, in_place=True)

@@ -100,18 +100,47 @@ UPRIGHT = {
 }
 
 
-@pytest.mark.parametrize("orientation", sorted(UPRIGHT))
-def test_exif_orientation_is_applied(tmp_path, orientation):
-    # 8x8 blocks of distinct colours, so JPEG keeps them and every turn differs.
+def _photo(path, orientation):
+    """A JPEG of 8x8 blocks of distinct colours (JPEG keeps them, every turn
+    differs) tagged with EXIF `orientation`; returns its stored pixels."""
     blocks = np.arange(12).reshape(3, 4, 1) * np.array([7, 23, 41]) % 256
     stored = np.kron(blocks, np.ones((8, 8, 1))).astype(np.uint8)  # 24 x 32
     exif = Image.Exif()
     exif[0x0112] = orientation
-    path = tmp_path / "photo.jpg"
     Image.fromarray(stored).save(path, "JPEG", quality=95, exif=exif.tobytes())
+    return stored
+
+
+@pytest.mark.parametrize("orientation", sorted(UPRIGHT))
+def test_exif_orientation_is_applied(tmp_path, orientation):
+    stored = _photo(tmp_path / "photo.jpg", orientation)
     upright = UPRIGHT[orientation](stored).astype(np.float32)
-    got = load_image(str(path), _identity(*upright.shape[:2]))
+    got = load_image(str(tmp_path / "photo.jpg"), _identity(*upright.shape[:2]))
     assert np.abs(got - upright).mean() < 4, orientation  # JPEG loss only
+
+
+@pytest.mark.parametrize("big_endian", [False, True])
+def test_serve_bytes_turns_jpegs_upright_in_the_graph(tmp_path, big_endian):
+    from keras_mixer.export.saved_model import _exif_orientation, _upright
+
+    for orientation in sorted(UPRIGHT):
+        stored = _photo(tmp_path / "photo.jpg", orientation)
+        data = (tmp_path / "photo.jpg").read_bytes()
+        if big_endian:  # as Pillow writes it, in the other byte order (cameras use both)
+            exif = Image.open(tmp_path / "photo.jpg").getexif()
+            exif.endian = ">"
+            Image.fromarray(stored).save(tmp_path / "be.jpg", "JPEG", quality=95, exif=exif.tobytes())
+            data = (tmp_path / "be.jpg").read_bytes()
+            assert b"Exif\0\0MM" in data
+        orientation_read = _exif_orientation(tf.constant(data))
+        got = _upright(tf.io.decode_image(data, channels=3, expand_animations=False),
+                       orientation_read).numpy()
+        np.testing.assert_array_equal(got, UPRIGHT[orientation](_tf_decode(data)))
+        assert np.abs(got - UPRIGHT[orientation](stored).astype(int)).mean() < 4  # JPEG loss
+    # Other formats and JPEGs without EXIF are left as they are.
+    for data in (_pil_bytes(Image.new("RGB", (3, 2))), _pil_bytes(Image.new("RGB", (3, 2)), "JPEG"),
+                 b"\xff\xd8\xffExif\0\0MM\0*\xff\xff\xff\xff"):  # an IFD past the end
+        assert int(_exif_orientation(tf.constant(data))) == 1
 
 
 # Runs in a fresh interpreter: loads each image under an address-space limit
@@ -207,13 +236,15 @@ def test_serve_bytes_refuses_from_the_header_and_keeps_serving(tmp_path):
     long = _strip(tmp_path, "long.png", 1_000_000, 1)
     text = tmp_path / "text"
     text.write_bytes(b"not an image at all, just text")
+    _photo(tmp_path / "photo.jpg", 6)  # EXIF turned in the graph
     normal = tmp_path / "normal.jpg"
     normal.write_bytes(tf.io.encode_jpeg(np.full((40, 30, 3), 99, np.uint8)).numpy())
     run = subprocess.run([sys.executable, "-c", SERVE, path, str(huge), long, str(text),
-                          str(normal)], capture_output=True, text=True, timeout=300)
+                          str(tmp_path / "photo.jpg"), str(normal)],
+                         capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
-    huge_out, long_out, text_out, normal_out = result["out"]
+    huge_out, long_out, text_out, photo_out, normal_out = result["out"]
     assert re.search(key_parts("InvalidArgumentError", "image_bytes:", "at most 50,000,000 pixels",
                                "[20000 20000]"), huge_out), huge_out
     assert re.search(key_parts("InvalidArgumentError", "image_bytes:",
@@ -221,7 +252,8 @@ def test_serve_bytes_refuses_from_the_header_and_keeps_serving(tmp_path):
                      long_out), long_out
     assert re.search(key_parts("InvalidArgumentError", "image_bytes:", "JPEG, PNG, GIF, BMP or WebP"),
                      text_out), text_out
-    assert isinstance(normal_out, list) and len(normal_out[0]) == 5, normal_out  # still serving
+    for out in (photo_out, normal_out):  # still serving
+        assert isinstance(out, list) and len(out[0]) == 5, out
     assert result["growth_mb"] < 200, result
 
 
