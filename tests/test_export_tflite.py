@@ -130,7 +130,8 @@ def test_read_contract_names_the_broken_field(tmp_path):
     report = export_tflite(tiny_mixer(classes=7), str(tmp_path / "m.tflite"))
     contract = metadata.read_contract(report["sidecar"])
     assert set(contract) == {"format", "input", "output", "labels", "model", "quantize", "target",
-                             "preprocessing"}
+                             "preprocessing", "model_sha256", "model_bytes"}
+    assert contract["model_bytes"] == report["bytes"]
     assert contract["preprocessing"] == {"crop_fraction": 0.875, "interpolation": "bicubic"}
     assert contract["input"] == {"shape": [1, SIZE, SIZE, 3], "dtype": "float32", "color": "RGB",
                                  "range": [0, 255], "quantization": None}
