@@ -22,6 +22,10 @@ from keras_mixer.weights.table import HF_PREFIX
 # safetensors dtype names -> NumPy (BF16 is widened to float32 on read).
 _ST_DTYPES = {"F16": "<f2", "F32": "<f4", "F64": "<f8", "BF16": "<u2"}
 _ST_MAX_HEADER = 100 * 2**20  # the format's own limit
+# Bits per value of every dtype the format knows (others are refused, as its library does).
+_ST_BITS = {"BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8,
+            "I16": 16, "U16": 16, "F16": 16, "BF16": 16, "I32": 32, "U32": 32, "F32": 32,
+            "I64": 64, "U64": 64, "F64": 64, "C64": 64, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6}
 
 
 def source(where, variant, *, name, tag=None):
@@ -93,26 +97,78 @@ def safetensors_headers(path):
 
 
 def _st_header(path):
+    """The JSON header of a `.safetensors` file, checked as the format's own
+    library checks it: an object of unique keys, `__metadata__` a str -> str
+    map, each tensor {dtype, shape, data_offsets}, the tensors back to back
+    from the first data byte to the last (no gap, no overlap, no trailing byte)."""
     try:
         with open(path, "rb") as f:
-            (size,) = struct.unpack("<Q", f.read(8))
+            start = f.read(8)
+            if len(start) != 8:
+                raise ValueError(f"{len(start)} bytes; expected at least 8")
+            (size,) = struct.unpack("<Q", start)
             if not 0 < size <= _ST_MAX_HEADER:
-                raise ValueError(f"header size {size}")
-            header = json.loads(f.read(size))
-        header.pop("__metadata__", None)
-        data_start = 8 + size
-        total = os.path.getsize(path) - data_start
-        for key, entry in header.items():
-            begin, end = entry["data_offsets"]
-            count = int(np.prod(entry["shape"], dtype=np.int64))
-            itemsize = np.dtype(_ST_DTYPES.get(entry["dtype"], "V1")).itemsize
-            if not (0 <= begin <= end <= total and end - begin == count * itemsize
-                    and all(isinstance(d, int) and d >= 0 for d in entry["shape"])):
-                raise ValueError(f"tensor {key!r} has an inconsistent header entry {entry}")
-            entry["_start"] = data_start + begin
-        return header
-    except (OSError, ValueError, KeyError, TypeError, struct.error) as err:
+                raise ValueError(f"header size {size}; expected 1 to {_ST_MAX_HEADER}")
+            text = f.read(size)
+        if len(text) != size:
+            raise ValueError(f"header size {size} but only {len(text)} bytes follow")
+        header = json.loads(text.decode("utf-8"), object_pairs_hook=_unique_keys)
+        if not isinstance(header, dict):
+            raise ValueError(f"header {text[:40]!r}; expected a JSON object")
+        total = os.path.getsize(path) - 8 - size
+        return _st_check(header, 8 + size, total)
+    except (OSError, ValueError, RecursionError, struct.error) as err:  # + JSON, UTF-8
         raise checkpoint.unreadable(path, err) from err
+
+
+def _unique_keys(pairs):
+    keys = [k for k, _ in pairs]
+    duplicated = sorted({k for k in keys if keys.count(k) > 1})
+    if duplicated:
+        raise ValueError(f"duplicated header keys {duplicated}")
+    return dict(pairs)
+
+
+def _st_check(header, data_start, total):
+    metadata = header.pop("__metadata__", None)
+    if not (metadata is None or isinstance(metadata, dict)
+            and all(isinstance(v, str) for v in metadata.values())):
+        raise ValueError(f"__metadata__ {metadata!r}; expected a map of strings to strings")
+    spans = []
+    for key, entry in header.items():
+        dtype = entry.get("dtype") if isinstance(entry, dict) else None
+        bits = _ST_BITS.get(dtype) if isinstance(dtype, str) else None
+        shape, offsets = (entry.get("shape"), entry.get("data_offsets")) if bits else (0, 0)
+        if not (bits and isinstance(shape, list) and all(_uint(d) for d in shape)
+                and isinstance(offsets, list) and len(offsets) == 2
+                and all(_uint(o) for o in offsets)):
+            raise ValueError(
+                f"tensor {key!r} has the header entry {entry!r}; expected "
+                f"{{dtype: one of {sorted(_ST_BITS)}, shape: [non-negative ints], "
+                f"data_offsets: [begin, end]}}")
+        count = 1
+        for d in shape:  # the library multiplies in u64 and refuses an overflow
+            count *= d
+            if count * bits >= 2**64:
+                raise ValueError(f"tensor {key!r}: shape {shape} overflows 64 bits")
+        if offsets[1] - offsets[0] != -(-count * bits // 8):
+            raise ValueError(f"tensor {key!r}: data_offsets {offsets} do not hold "
+                             f"{count} {entry['dtype']} values of shape {shape}")
+        entry["_start"] = data_start + offsets[0]
+        spans.append((offsets[0], offsets[1], key))
+    end = 0
+    for begin, stop, key in sorted(spans):
+        if begin != end:
+            raise ValueError(f"tensor {key!r} starts at byte {begin} of the data; expected "
+                             f"{end} (tensors are contiguous, without gaps or overlaps)")
+        end = stop
+    if end != total:
+        raise ValueError(f"the tensors cover {end} bytes of data; the file holds {total}")
+    return header
+
+
+def _uint(value):
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**64
 
 
 def read_safetensors(path, keys):

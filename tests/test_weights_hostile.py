@@ -1,0 +1,127 @@
+"""Hostile weight files (issue #19 items 5 and 6): each is refused with a
+ValueError naming the file, never an AttributeError/TypeError/OverflowError,
+and for .safetensors exactly what the format's own library refuses."""
+
+import json
+import struct
+
+import numpy as np
+import pytest
+
+import timm_reference
+from helpers import key_parts
+from keras_mixer.weights import timm
+
+F32 = np.arange(6, dtype="<f4").tobytes()  # 24 bytes: a (2, 3) F32 tensor
+
+
+def _entry(shape=(2, 3), offsets=(0, 24), dtype="F32"):
+    return {"dtype": dtype, "shape": list(shape), "data_offsets": list(offsets)}
+
+
+def _file(path, header_text, data=F32):
+    text = header_text.encode() if isinstance(header_text, str) else header_text
+    path.write_bytes(struct.pack("<Q", len(text)) + text + data)
+    return path
+
+
+def _json(header):
+    return json.dumps(header, separators=(",", ":"))
+
+
+HOSTILE = {
+    "not-an-object": ("[1, 2]", F32),
+    "a-string": ('"x"', F32),
+    "duplicated-field": ('{"a":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24],'
+                         '"dtype":"F16"}}', F32),
+    "duplicated-key": ('{"a":%s,"a":%s}' % (_json(_entry()), _json(_entry(offsets=(24, 48)))),
+                       F32 + F32),
+    "metadata-not-str": (_json({"__metadata__": {"k": 1}, "a": _entry()}), F32),
+    "metadata-not-map": (_json({"__metadata__": "x", "a": _entry()}), F32),
+    "entry-not-object": (_json({"a": 3}), F32),
+    "unknown-dtype": (_json({"a": _entry(dtype="F99")}), F32),
+    "float-offsets": (_json({"a": _entry(offsets=(0.0, 24.0))}), F32),
+    "negative-offset": (_json({"a": _entry(offsets=(-24, 0))}), F32),
+    "bool-dims": (_json({"a": _entry(shape=(True, 6))}), np.zeros(1, "<f4").tobytes()),
+    "float-dims": (_json({"a": _entry(shape=(2.0, 3))}), F32),
+    "negative-dims": (_json({"a": _entry(shape=(-2, -3))}), F32),
+    "string-shape": (_json({"a": {"dtype": "F32", "shape": "23", "data_offsets": [0, 24]}}), F32),
+    "missing-offsets": (_json({"a": {"dtype": "F32", "shape": [2, 3]}}), F32),
+    "three-offsets": (_json({"a": _entry(offsets=(0, 12, 24))}), F32),
+    "overflowing-count": (_json({"a": _entry(shape=(2**40, 2**40), offsets=(0, 24))}), F32),
+    "overflow-then-zero": (_json({"a": _entry(shape=(2**40, 2**40, 0), offsets=(0, 0))}), b""),
+    "list-dtype": (_json({"a": {"dtype": ["F32"], "shape": [2, 3], "data_offsets": [0, 24]}}),
+                   F32),
+    "deep-nesting": ('{"a":' + "[" * 100000 + "]" * 100000 + "}", F32),
+    "wrong-size": (_json({"a": _entry(offsets=(0, 20))}), F32),
+    "overlap": (_json({"a": _entry(), "b": _entry()}), F32),
+    "gap": (_json({"a": _entry(offsets=(4, 28))}), F32 + b"\0" * 4),
+    "trailing-bytes": (_json({"a": _entry()}), F32 + b"\0" * 8),
+    "short-data": (_json({"a": _entry()}), F32[:20]),
+    "not-utf8": (b'{"a\xff":1}', F32),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_safetensors_refused_as_the_library_refuses(tmp_path, name):
+    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    header, data = HOSTILE[name]
+    path = _file(tmp_path / f"{name}.safetensors", header, data)
+    with pytest.raises(Exception):
+        safetensors_numpy.load_file(str(path))
+    with pytest.raises(ValueError, match=key_parts(f"weights: {str(path)!r}")):
+        timm.safetensors_headers(str(path))
+
+
+def test_safetensors_duplicated_key_refused_even_when_identical(tmp_path):
+    # The library keeps the last of two identical entries; ours refuses any
+    # duplicate, as the format says keys are unique (the one stricter case).
+    path = _file(tmp_path / "dup.safetensors",
+                 '{"a":%s,"a":%s}' % (_json(_entry()), _json(_entry())))
+    with pytest.raises(ValueError, match=key_parts(f"weights: {str(path)!r}", "duplicated", "a")):
+        timm.safetensors_headers(str(path))
+
+
+@pytest.mark.parametrize("raw", [b"", b"\1\0\0", struct.pack("<Q", 2**63) + b"{}",
+                                 struct.pack("<Q", 100) + b"{}"], ids=["empty", "short",
+                                                                     "huge-size", "short-header"])
+def test_safetensors_truncated_header(tmp_path, raw):
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(raw)
+    with pytest.raises(ValueError, match=key_parts(f"weights: {str(path)!r}")):
+        timm.safetensors_headers(str(path))
+
+
+def test_safetensors_valid_files_read_as_the_library_reads(tmp_path):
+    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    rng = np.random.default_rng(0)
+    arrays = {"a": rng.standard_normal((2, 3)).astype("<f4"),
+              "b": rng.standard_normal((4,)).astype("<f2"),
+              "c": rng.standard_normal((3, 1)).astype(ml_dtypes.bfloat16),
+              "empty": np.zeros((0, 5), "<f4")}
+    header, offset, data = {"__metadata__": {"format": "pt"}}, 0, b""
+    for key, array in arrays.items():
+        dtype = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}[array.dtype.name]
+        blob = array.tobytes()
+        header[key] = _entry(array.shape, (offset, offset + len(blob)), dtype)
+        offset, data = offset + len(blob), data + blob
+    text = _json(header)
+    path = _file(tmp_path / "ok.safetensors", text + " " * (-len(text) % 8), data)
+    theirs = safetensors_numpy.load_file(str(path))  # BF16 comes back as raw 16-bit words
+    ours = timm.read_safetensors(str(path), list(arrays))
+    for key, array in arrays.items():
+        expected = array.astype(np.float32) if array.dtype.name == "bfloat16" else array
+        np.testing.assert_array_equal(ours[key], expected)
+        if array.dtype.name != "bfloat16":
+            np.testing.assert_array_equal(theirs[key], ours[key])
+        assert ours[key].shape == theirs[key].shape
+
+
+def test_timm_reference_writer_is_read_by_the_library(tmp_path):
+    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    tensors = {"x": np.ones((2, 2), np.float32), "y": np.arange(3, dtype=np.float32)}
+    timm_reference.write_safetensors(tmp_path / "m.safetensors", tensors)
+    loaded = safetensors_numpy.load_file(str(tmp_path / "m.safetensors"))
+    for key in tensors:
+        np.testing.assert_array_equal(loaded[key], tensors[key])
