@@ -99,6 +99,7 @@ class Classifier private constructor(
             val text = context.assets.open(sidecarName(modelAsset)).bufferedReader().use { it.readText() }
             val contract = ModelContract.parse(text)
             val model = mapAsset(context, modelAsset)
+            contract.checkModel(model, modelAsset)
             var reason: String? = null
             if (backend != Backend.CPU) {
                 val delegate = try {

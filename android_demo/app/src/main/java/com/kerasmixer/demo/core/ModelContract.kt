@@ -26,11 +26,32 @@ class ModelContract(
      * The checkpoint's eval resize, from "preprocessing"; a sidecar written
      * before that field existed gets the paper's, Preprocessing.DEFAULT.
      */
-    val preprocessing: Preprocessing
+    val preprocessing: Preprocessing,
+    /**
+     * The .tflite file's SHA-256 (hex) and size, "model_sha256"/"model_bytes";
+     * null in sidecars written before them. `checkModel` refuses another file.
+     */
+    val modelSha256: String? = null,
+    val modelBytes: Long? = null
 ) {
     val height: Int get() = input.shape[1]
     val width: Int get() = input.shape[2]
     val classes: Int get() = output.shape[1]
+
+    /** Refuses a model file that is not the one this sidecar was written for
+     * (an export interrupted between its two renames). */
+    fun checkModel(model: java.nio.ByteBuffer, name: String) {
+        if (modelSha256 == null || modelBytes == null) return
+        val bytes = model.duplicate().apply { rewind() }
+        val size = bytes.remaining().toLong()
+        val digest = java.security.MessageDigest.getInstance("SHA-256").run {
+            update(bytes)
+            digest().joinToString("") { "%02x".format(it) }
+        }
+        if (size != modelBytes || digest != modelSha256) throw IllegalArgumentException(
+            "metadata model_sha256: $name ($size bytes, sha256 $digest) is not the file its " +
+                "sidecar describes ($modelBytes bytes, sha256 $modelSha256): export again")
+    }
 
     companion object {
         /** The one schema version this app reads (the Python contract test checks it). */
@@ -64,8 +85,16 @@ class ModelContract(
             } else {
                 Preprocessing.DEFAULT
             }
+            var sha: String? = null
+            var size: Long? = null
+            if (root.containsKey("model_sha256")) {
+                sha = root.field("model_sha256") as? String
+                need(sha != null && sha.length == 64, "model_sha256", root["model_sha256"], "64 hex digits")
+                size = root.field("model_bytes") as? Long
+                need(size != null, "model_bytes", root["model_bytes"], "an integer")
+            }
             return ModelContract(inputSpec, outputSpec, kind, labels, root.str("model"),
-                root.str("quantize"), root.str("target"), preprocessing)
+                root.str("quantize"), root.str("target"), preprocessing, sha, size)
         }
 
         private fun preprocessing(o: Map<*, *>): Preprocessing {
