@@ -58,7 +58,8 @@ def predict(images, *, model="B/16", weights="imagenet", top=5, labels=None):
     """Top-`top` classes of each image file: [[(label, score), ...], ...].
 
     labels: class names (a list or a text file, one per line) for a custom head;
-    ImageNet heads are named automatically. Every argument and every image is
+    by default a timm repository's `label_names`, else ImageNet names for
+    ImageNet heads. Every argument and every image is
     checked before any download or model work.
     """
     from keras_mixer.preprocessing import EvalTransform, load_image
@@ -79,7 +80,8 @@ def predict(images, *, model="B/16", weights="imagenet", top=5, labels=None):
         classes, size = source.classes or 1000, source.resolution
         transform = EvalTransform(size, **{k: source.preprocessing[k] for k in (
             "crop_fraction", "interpolation") if k in source.preprocessing})
-        names = _check_top_and_labels(top, classes, labels)
+        names = _check_top_and_labels(
+            top, classes, source.label_names if labels is None else labels)
         batch = np.stack([load_image(p, transform) for p in images])
         net = load_model(model, weights=weights)
     else:

@@ -125,3 +125,118 @@ def test_timm_reference_writer_is_read_by_the_library(tmp_path):
     loaded = safetensors_numpy.load_file(str(tmp_path / "m.safetensors"))
     for key in tensors:
         np.testing.assert_array_equal(loaded[key], tensors[key])
+
+
+# --- timm config.json --------------------------------------------------------
+
+def _repo_config(tmp_path, edit):
+    """A timm B/16 repository directory whose config.json went through `edit`
+    (model.safetensors is a stub: only config.json is read to resolve it)."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    config = {"architecture": "mixer_b16_224", "num_classes": 10,
+              "label_names": [f"c{i}" for i in range(10)],
+              "pretrained_cfg": {"tag": "miil_in21k_ft_in1k", "input_size": [3, 224, 224],
+                                 "interpolation": "bilinear", "crop_pct": 0.875,
+                                 "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0],
+                                 "num_classes": 10}}
+    edit(config)
+    (repo / "config.json").write_text(json.dumps(config))  # NaN is written as NaN
+    (repo / "model.safetensors").write_bytes(b"")
+    return repo
+
+
+def _set(field, value):
+    def edit(config):
+        where = config["pretrained_cfg"] if field.startswith("pretrained_cfg.") else config
+        where[field.removeprefix("pretrained_cfg.")] = value
+    return edit
+
+
+NAN, INF = float("nan"), float("inf")
+BAD_CONFIG = [
+    ("pretrained_cfg.std", [0.0, 1.0, 1.0], "1 or 3 finite positive numbers"),
+    ("pretrained_cfg.std", [NAN, 1.0, 1.0], "1 or 3 finite positive numbers"),
+    ("pretrained_cfg.std", [-1.0], "1 or 3 finite positive numbers"),
+    ("pretrained_cfg.std", [1.0, 1.0], "1 or 3 finite positive numbers"),
+    ("pretrained_cfg.std", 0.5, "1 or 3 finite positive numbers"),
+    ("pretrained_cfg.mean", [INF, 0.0, 0.0], "1 or 3 finite numbers"),
+    ("pretrained_cfg.mean", [0.0, 0.0, 0.0, 0.0], "1 or 3 finite numbers"),
+    ("pretrained_cfg.mean", ["0.5", 0.5, 0.5], "1 or 3 finite numbers"),
+    ("num_classes", 10.7, "a positive int"),
+    ("num_classes", True, "a positive int"),
+    ("num_classes", 0, "a positive int"),
+    ("num_classes", "10", "a positive int"),
+    ("pretrained_cfg", [], "an object"),
+    ("pretrained_cfg", "x", "an object"),
+    ("pretrained_cfg.crop_pct", 0, "a number in (0, 1]"),
+    ("pretrained_cfg.crop_pct", 5, "a number in (0, 1]"),
+    ("pretrained_cfg.crop_pct", NAN, "a number in (0, 1]"),
+    ("pretrained_cfg.crop_pct", "0.9", "a number in (0, 1]"),
+    ("pretrained_cfg.input_size", 224, "[3, height, width] of positive ints"),
+    ("pretrained_cfg.input_size", [3, 224], "[3, height, width] of positive ints"),
+    ("pretrained_cfg.input_size", [3, 0, 224], "[3, height, width] of positive ints"),
+    ("pretrained_cfg.input_size", [3, 224.0, 224], "[3, height, width] of positive ints"),
+    ("pretrained_cfg.input_size", [1, 224, 224], "[3, height, width] of positive ints"),
+    ("pretrained_cfg.interpolation", "nearest", "one of ('bicubic', 'bilinear')"),
+    ("pretrained_cfg.interpolation", 3, "one of ('bicubic', 'bilinear')"),
+    ("architecture", 5, "a timm MLP-Mixer"),
+    ("architecture", ["mixer_b16_224"], "a timm MLP-Mixer"),
+    ("architecture", "vit_base_patch16_224", "a timm MLP-Mixer"),
+    ("label_names", ["a", "b"], "a list of 10 strings"),
+    ("label_names", list(range(10)), "a list of 10 strings"),
+    ("label_names", "abcdefghij", "a list of 10 strings"),
+]
+
+
+@pytest.mark.parametrize("field, value, allowed", BAD_CONFIG,
+                         ids=[f"{f}={v!r}" for f, v, _ in BAD_CONFIG])
+def test_timm_config_field_refused(tmp_path, field, value, allowed):
+    from keras_mixer import weights as weights_lib
+
+    repo = _repo_config(tmp_path, _set(field, value))
+    path = str(repo / "config.json")
+    with pytest.raises(ValueError, match=key_parts(
+            f"weights: {path!r}", field, allowed, repr(value)[:20])):
+        weights_lib.resolve_weights(str(repo), "B/16")
+
+
+def test_timm_config_not_an_object(tmp_path):
+    from keras_mixer import weights as weights_lib
+
+    repo = _repo_config(tmp_path, lambda config: None)
+    (repo / "config.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match=key_parts(repr(str(repo / "config.json")),
+                                                   "a JSON object", "[1, 2]")):
+        weights_lib.resolve_weights(str(repo), "B/16")
+
+
+def test_timm_config_valid_fields_travel(tmp_path):
+    from keras_mixer import weights as weights_lib
+
+    repo = _repo_config(tmp_path, _set("pretrained_cfg.mean", [0.5]))
+    source = weights_lib.resolve_weights(str(repo), "B/16")
+    assert source.classes == 10 and source.resolution == (224, 224)
+    assert source.label_names == [f"c{i}" for i in range(10)]
+    assert source.preprocessing["interpolation"] == "bilinear"
+    assert source.preprocessing["offset"] == -0.5
+
+
+def test_predict_names_classes_from_the_repositorys_label_names(tmp_path):
+    from journeys import S32, photo
+
+    from keras_mixer.inference import predict
+
+    sd = timm_reference.random_state_dict(
+        np.random.default_rng(0), blocks=S32["num_blocks"], patch=32, hidden=S32["hidden"],
+        d_s=S32["d_s"], d_c=S32["d_c"], tokens=S32["tokens"], classes=3)
+    repo = str(timm_reference.write_repo(
+        tmp_path / "repo", sd, architecture="mixer_s32_224", tag="in1k_custom",
+        mean=(0.5,) * 3, std=(0.5,) * 3, interpolation="bicubic", classes=3,
+        label_names=["cat", "dog", "bird"]))
+    image = photo(tmp_path / "photo.png", np.random.default_rng(1))
+    got = predict([image], model="S/32", weights=repo, top=3)[0]
+    assert sorted(name for name, _ in got) == ["bird", "cat", "dog"]
+    mine = predict([image], model="S/32", weights=repo, top=3, labels=["a", "b", "c"])[0]
+    assert [s for _, s in mine] == pytest.approx([s for _, s in got])
+    assert sorted(name for name, _ in mine) == ["a", "b", "c"]

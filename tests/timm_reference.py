@@ -98,7 +98,7 @@ def write_safetensors(path, tensors):
 
 
 def write_repo(directory, sd, *, architecture, tag, mean, std, interpolation, classes,
-               crop_pct=0.875):
+               crop_pct=0.875, label_names=None):
     """A timm Hugging Face repository snapshot: config.json + model.safetensors."""
     directory.mkdir(parents=True, exist_ok=True)
     config = {
@@ -110,6 +110,8 @@ def write_repo(directory, sd, *, architecture, tag, mean, std, interpolation, cl
                            "std": list(std), "num_classes": classes, "pool_size": None,
                            "first_conv": "stem.proj", "classifier": "head"},
     }
+    if label_names is not None:
+        config["label_names"] = list(label_names)
     (directory / "config.json").write_text(json.dumps(config, indent=2))
     write_safetensors(directory / "model.safetensors", sd)
     return directory

@@ -41,6 +41,7 @@ class WeightsSource:
     # The checkpoint's input normalization and eval crop (InputRescaling's arguments).
     preprocessing: dict = dataclasses.field(default_factory=lambda: dict(AUTHORS_RESCALING))
     tokens_mlp_dim: int = None  # KERAS: a tiled (high-resolution) model's token MLP width
+    label_names: list = None  # TIMM: config.json's class names, one per class, if given
 
     def __post_init__(self):
         if not isinstance(self.kind, SourceKind):

@@ -8,13 +8,16 @@ weights, exact for anything trained in PyTorch) and the checkpoint's own
 preprocessing, which travels with the model (`InputRescaling`).
 """
 
+import functools
 import json
+import math
 import os
 import re
 import struct
 
 import numpy as np
 
+from keras_mixer.preprocessing import INTERPOLATIONS
 from keras_mixer.weights import checkpoint
 from keras_mixer.weights.source import SourceKind, WeightsSource
 from keras_mixer.weights.table import HF_PREFIX
@@ -52,7 +55,7 @@ def source(where, variant, *, name, tag=None):
     return WeightsSource(
         name=name, kind=SourceKind.TIMM, tag=tag, variant=variant, path=path, repo=repo,
         classes=info["classes"], resolution=info["resolution"],
-        gelu_form=info["gelu_form"],
+        gelu_form=info["gelu_form"], label_names=info["label_names"],
         preprocessing=dict(info["preprocessing"], crop_fraction=info["crop_fraction"],
                            interpolation=info["interpolation"]))
 
@@ -219,7 +222,8 @@ def timm_to_authors_keys(num_blocks):
 
 
 def read_timm_config(path):
-    """What a timm repository's `config.json` says about its Mixer.
+    """What a timm repository's `config.json` says about its Mixer, every field
+    checked (a ValueError names the file, the field and its value).
 
     Returns dict(variant=(letter, patch), resolution, classes, gelu_form,
     preprocessing=dict(scale, offset), crop_fraction, interpolation, label_names).
@@ -227,32 +231,76 @@ def read_timm_config(path):
     try:
         with open(path, encoding="utf-8") as f:
             config = json.load(f)
-        arch = config["architecture"]
-        cfg = config.get("pretrained_cfg", {})
-    except (OSError, ValueError, KeyError, TypeError) as err:
+    except (OSError, ValueError, RecursionError) as err:
         raise ValueError(f"weights: {path!r} is not a timm config.json: {err}") from err
-    match = _TIMM_ARCH.match(str(arch))
+    field = functools.partial(_config_field, path)
+    if not isinstance(config, dict):
+        field("(the file)", config, "a JSON object")
+    arch = config.get("architecture")
+    match = _TIMM_ARCH.match(arch) if isinstance(arch, str) else None
     if not match:
-        raise ValueError(
-            f"weights: {path!r} describes architecture {arch!r}; expected a timm "
-            f"MLP-Mixer (mixer_s32_224, mixer_b16_224, ...)")
+        field("architecture", arch, "a timm MLP-Mixer (mixer_s32_224, mixer_b16_224, ...)")
+    cfg = config.get("pretrained_cfg", {})
+    if not isinstance(cfg, dict):
+        field("pretrained_cfg", cfg, "an object")
     size = int(match.group(3))
-    _, height, width = cfg.get("input_size", (3, size, size))
-    mean = np.asarray(cfg.get("mean", (0.5, 0.5, 0.5)), np.float64)
-    std = np.asarray(cfg.get("std", (0.5, 0.5, 0.5)), np.float64)
-    tag = str(cfg.get("tag", "")) + str(cfg.get("hf_hub_id", ""))
+    input_size = cfg.get("input_size", [3, size, size])
+    if not (isinstance(input_size, list) and len(input_size) == 3 and input_size[0] == 3
+            and all(_positive_int(v) for v in input_size)):
+        field("pretrained_cfg.input_size", input_size, "[3, height, width] of positive ints")
+    mean = _channels(field, "pretrained_cfg.mean", cfg.get("mean", [0.5] * 3), positive=False)
+    std = _channels(field, "pretrained_cfg.std", cfg.get("std", [0.5] * 3), positive=True)
+    name = "num_classes" if "num_classes" in config else "pretrained_cfg.num_classes"
+    classes = config.get("num_classes", cfg.get("num_classes", 1000))
+    if not _positive_int(classes):
+        field(name, classes, "a positive int")
+    crop = cfg.get("crop_pct", 0.875)
+    if not (_number(crop) and 0 < crop <= 1):
+        field("pretrained_cfg.crop_pct", crop, "a number in (0, 1]")
+    interpolation = cfg.get("interpolation", "bicubic")
+    if interpolation not in INTERPOLATIONS:
+        field("pretrained_cfg.interpolation", interpolation,
+              f"one of {INTERPOLATIONS} (what keras_mixer.preprocessing can do)")
+    names = config.get("label_names")
+    if names is not None and not (isinstance(names, list) and len(names) == classes
+                                  and all(isinstance(n, str) for n in names)):
+        field("label_names", names, f"a list of {classes} strings (num_classes)")
+    tag = "".join(v for v in (cfg.get("tag"), cfg.get("hf_hub_id")) if isinstance(v, str))
     return dict(
         variant=(match.group(1).upper(), int(match.group(2))),
-        resolution=(int(height), int(width)),
-        classes=int(config.get("num_classes", cfg.get("num_classes", 1000))),
+        resolution=(input_size[1], input_size[2]),
+        classes=classes,
         # The authors' Flax weights were trained with tanh GELU; anything trained in
         # PyTorch (timm's nn.GELU) with the exact one.
         gelu_form="tanh" if "goog" in tag else "erf",
         preprocessing=_rescaling(mean, std),
-        crop_fraction=float(cfg.get("crop_pct", 0.875)),
-        interpolation=str(cfg.get("interpolation", "bicubic")),
-        label_names=config.get("label_names"),
+        crop_fraction=float(crop),
+        interpolation=interpolation,
+        label_names=names,
     )
+
+
+def _config_field(path, name, value, allowed):
+    shown = repr(value)
+    shown = shown if len(shown) <= 200 else shown[:200] + "..."
+    raise ValueError(f"weights: {path!r} field {name}: expected {allowed}; got {shown}")
+
+
+def _positive_int(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _number(value):
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _channels(field, name, value, *, positive):
+    """mean/std: 1 or 3 finite numbers (std positive), as a float64 array of 3."""
+    if not (isinstance(value, list) and len(value) in (1, 3)
+            and all(_number(v) and (v > 0 or not positive) for v in value)):
+        field(name, value, f"1 or 3 finite {'positive ' if positive else ''}numbers")
+    return np.broadcast_to(np.asarray(value, np.float64), (3,))
 
 
 def _rescaling(mean, std):
