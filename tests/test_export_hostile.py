@@ -70,6 +70,18 @@ def test_sigmoid_head_is_refused_before_conversion(tmp_path, monkeypatch):
         export_tflite(model, str(tmp_path / "m.tflite"))
 
 
+def test_cli_output_kind_flag(tmp_path, capsys):
+    path = str(tmp_path / "sigmoid.keras")
+    headed(lambda x: keras.layers.Dense(3, activation="sigmoid")(x)).save(path)
+    out = str(tmp_path / "m.tflite")
+    assert cli.main(["export", "tflite", path, "-o", out]) == 2
+    assert "--output-kind" in capsys.readouterr().err and not os.path.exists(out)
+    assert cli.main(["export", "tflite", path, "-o", out, "--output-kind", "logits"]) == 0
+    assert metadata.read_contract(out)["output"]["kind"] == "logits"
+    assert cli.main(["export", "onnx", path, "-o", str(tmp_path / "m.onnx"),
+                     "--output-kind", "soft"]) == 2
+
+
 @pytest.mark.parametrize("head", ["softmax_layer", "dense_linear"])
 def test_every_format_agrees_with_keras_on_its_own_outputs(tmp_path, head):
     model = headed(HEADS[head])
