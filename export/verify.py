@@ -37,6 +37,9 @@ GATES = {
     "quantized": {"top1_agreement": 0.9, "max_abs_error": None, "accuracy_drop": 0.01},
 }
 
+# The accuracy drop a gate allows is at least this many images of the sample.
+MIN_IMAGES_DROPPED = 2
+
 
 class VerificationFailed(ValueError):
     """An exported file missed its verification thresholds; `.report` holds the report."""
@@ -159,9 +162,12 @@ def _gate(report, accuracy_key, kind, thresholds):
                         f"{limits['max_abs_error']}")
     if limits["accuracy_drop"] is not None and report["keras_accuracy"] is not None:
         drop = report["keras_accuracy"] - report[accuracy_key]
-        if drop > limits["accuracy_drop"] + 1e-9:
+        # Never less than two images' worth: on 50 images one point is half an
+        # image, and int8's near-ties flip a few answers either way.
+        allowed = max(limits["accuracy_drop"], MIN_IMAGES_DROPPED / report["images"])
+        if drop > allowed + 1e-9:
             failures.append(f"accuracy {report[accuracy_key]:.3f} is {drop:.3f} below Keras' "
-                            f"{report['keras_accuracy']:.3f} (allowed {limits['accuracy_drop']})")
+                            f"{report['keras_accuracy']:.3f} (allowed {allowed:.3g})")
     return {"kind": kind, "thresholds": limits, "passed": not failures, "failures": failures}
 
 

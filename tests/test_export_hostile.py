@@ -219,3 +219,14 @@ def test_tampered_sidecars_are_refused_naming_file_and_field(tmp_path, text, fie
 def _write(path, text):
     path.write_text(text)
     return path
+
+
+@pytest.mark.parametrize("tflite_accuracy, passed", [(0.88, True), (0.87, False)])
+def test_int8_gate_allows_a_point_or_two_images_of_accuracy(tflite_accuracy, passed):
+    gate = importlib.import_module("keras_mixer.export.verify")._gate
+    report = {"images": 100, "top1_agreement": 0.95, "max_abs_error": 0.3,
+              "keras_accuracy": 0.9, "tflite_accuracy": tflite_accuracy}
+    result = gate(report, "tflite_accuracy", "quantized", None)
+    assert result["passed"] is passed
+    assert gate(report, "tflite_accuracy", "quantized", {"accuracy_drop": None})["passed"]
+    assert not gate(report, "tflite_accuracy", "float", None)["passed"]  # max abs error 0.3
