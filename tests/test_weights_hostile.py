@@ -240,3 +240,100 @@ def test_predict_names_classes_from_the_repositorys_label_names(tmp_path):
     mine = predict([image], model="S/32", weights=repo, top=3, labels=["a", "b", "c"])[0]
     assert [s for _, s in mine] == pytest.approx([s for _, s in got])
     assert sorted(name for name, _ in mine) == ["a", "b", "c"]
+
+
+# --- .npz members ----------------------------------------------------------
+
+def _npy(header, data=b"", version=1):
+    """A .npy member written by hand: magic, header length, the header dict text."""
+    text = header.encode("latin1")
+    prefix = 10 if version == 1 else 12
+    text += b" " * (-(prefix + len(text) + 1) % 64) + b"\n"
+    size = struct.pack("<H" if version == 1 else "<I", len(text))
+    return b"\x93NUMPY" + bytes([version, 0]) + size + text + data
+
+
+def _npz(path, members):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, blob in members.items():
+            archive.writestr(name, blob)
+    return str(path)
+
+
+def _h(descr="'<f4'", fortran="False", shape="(2, 3)"):
+    return "{'descr': %s, 'fortran_order': %s, 'shape': %s, }" % (descr, fortran, shape)
+
+
+NPZ_HOSTILE = {
+    "negative-shape": ("stem/bias.npy", _npy(_h(shape="(-2, 3)"), F32)),
+    "negative-shape-fills": ("stem/bias.npy", _npy(_h(shape="(-2, -3)"), F32)),
+    "absurd-shape": ("stem/bias.npy", _npy(_h(shape="(2**62, 2**62)"), F32)),
+    "absurd-shape-int": ("stem/bias.npy", _npy(_h(shape="(4611686018427387904, 4)"), F32)),
+    "short-data": ("stem/bias.npy", _npy(_h(), F32[:20])),
+    "long-data": ("stem/bias.npy", _npy(_h(), F32 + F32)),
+    "float-shape": ("stem/bias.npy", _npy(_h(shape="(2.0, 3)"), F32)),
+    "object-dtype": ("stem/bias.npy", _npy(_h(descr="'|O'"), F32)),
+    "structured-object": ("stem/bias.npy", _npy(_h(descr="[('a', '|O')]"), F32)),
+    "fortran-not-bool": ("stem/bias.npy", _npy(_h(fortran="1"), F32)),
+    "fortran-string": ("stem/bias.npy", _npy(_h(fortran="'yes'"), F32)),
+    "bad-descr": ("stem/bias.npy", _npy(_h(descr="'zz'"), F32)),
+    "not-a-dict": ("stem/bias.npy", _npy("[1, 2, 3]", F32)),
+    "code-in-header": ("stem/bias.npy", _npy("__import__('os')", F32)),
+    "not-npy-member": ("README.txt", b"hello"),
+    "npy-name-not-npy": ("stem/bias.npy", b"PK not an array at all"),
+    "unknown-version": ("stem/bias.npy", _npy(_h(), F32)[:6] + b"\x09\x00" + _npy(_h(), F32)[8:]),
+    "pickled-object-array": ("stem/bias.npy", None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NPZ_HOSTILE))
+def test_npz_malformed_member_refused_naming_file_and_member(tmp_path, name):
+    import io
+
+    from keras_mixer import weights as weights_lib
+    from keras_mixer.weights import npz
+
+    member, blob = NPZ_HOSTILE[name]
+    if blob is None:  # what np.save(allow_pickle=True) writes for objects
+        buffer = io.BytesIO()
+        np.save(buffer, np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+        blob = buffer.getvalue()
+    good = io.BytesIO()
+    np.save(good, np.zeros(3, np.float32))
+    path = _npz(tmp_path / "w.npz", {"stem/kernel.npy": good.getvalue(), member: blob})
+    parts = key_parts(f"weights: {path!r}", repr(member))
+    with pytest.raises(ValueError, match=parts):
+        npz.npz_headers(path)
+    with pytest.raises(ValueError, match=parts):
+        weights_lib.resolve_weights(path, "B/16")
+
+
+def test_npz_duplicated_member_refused(tmp_path):
+    import warnings
+
+    from keras_mixer.weights import npz
+
+    member = _npy(_h(), F32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns of the duplicate name
+        path = _npz(tmp_path / "w.npz", {"a.npy": member})
+        import zipfile
+        with zipfile.ZipFile(path, "a") as archive:
+            archive.writestr("a.npy", member)
+    with pytest.raises(ValueError, match=key_parts(f"weights: {path!r}", "'a.npy'", "twice")):
+        npz.npz_headers(path)
+
+
+@pytest.mark.parametrize("fortran", [False, True])
+def test_npz_valid_members_read(tmp_path, fortran):
+    from keras_mixer.weights import npz
+
+    array = np.arange(6, dtype=np.float32).reshape(2, 3)
+    array = np.asfortranarray(array) if fortran else array
+    path = str(tmp_path / "w.npz")
+    np.savez(path, **{"stem/bias": array, "empty": np.zeros((0, 4), np.float16)})
+    assert npz.npz_headers(path) == {"stem/bias": ((2, 3), "float32"),
+                                     "empty": ((0, 4), "float16")}
+    np.testing.assert_array_equal(npz.read_npz(path, ["stem/bias"])["stem/bias"], array)

@@ -35,24 +35,51 @@ def read(source, path, keys):
 
 
 def npz_headers(path):
-    """{key: (shape, dtype name)} from the array headers, reading no data."""
-    readers = {(1, 0): np.lib.format.read_array_header_1_0,
-               (2, 0): np.lib.format.read_array_header_2_0}
+    """{key: (shape, dtype name)} from the array headers, reading no data; every
+    member must be a plain .npy array (no pickled objects) whose header agrees
+    with its size, else a ValueError names the file and the member."""
     try:
         if not zipfile.is_zipfile(path):
             raise ValueError("not a zip archive")
         found = {}
         with zipfile.ZipFile(path) as archive:
-            for name in archive.namelist():
-                with archive.open(name) as member:
-                    version = np.lib.format.read_magic(member)
-                    if version not in readers:
-                        raise ValueError(f"unsupported .npy format version {version} in {name!r}")
-                    shape, _, dtype = readers[version](member)
-                found[name.removesuffix(".npy")] = (tuple(shape), dtype.name)
+            for info in archive.infolist():
+                key = info.filename.removesuffix(".npy")
+                if key in found:
+                    raise ValueError(f"member {info.filename!r} appears twice")
+                found[key] = _npy_header(archive, info)
         return found
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
         raise checkpoint.unreadable(path, err) from err
+
+
+def _npy_header(archive, info):
+    """(shape, dtype name) of one member, checked against its size."""
+    readers = {(1, 0): np.lib.format.read_array_header_1_0,
+               (2, 0): np.lib.format.read_array_header_2_0}
+    name = info.filename
+    try:
+        if not name.endswith(".npy"):
+            raise ValueError("not a .npy member")
+        with archive.open(info) as member:
+            version = np.lib.format.read_magic(member)
+            if version not in readers:
+                raise ValueError(f"unsupported .npy format version {version}")
+            shape, _, dtype = readers[version](member)
+            offset = member.tell()
+        if dtype.hasobject or dtype.itemsize == 0:
+            raise ValueError(f"dtype {dtype}; expected plain numbers (no pickled objects)")
+        if not all(isinstance(d, int) and d >= 0 for d in shape):
+            raise ValueError(f"shape {shape}; expected non-negative ints")
+        count = 1
+        for d in shape:
+            count *= d
+        if count * dtype.itemsize != info.file_size - offset:
+            raise ValueError(f"shape {shape} of {dtype} needs {count * dtype.itemsize} bytes; "
+                             f"the member holds {info.file_size - offset}")
+        return tuple(shape), dtype.name
+    except (ValueError, EOFError, TypeError, SyntaxError, RecursionError) as err:
+        raise ValueError(f"member {name!r}: {err}") from err
 
 
 def read_npz(path, keys):
