@@ -2,6 +2,7 @@
 a plain function."""
 
 import json
+import sys
 
 from keras_mixer.cli.common import WEIGHTS_HELP, weights_arg
 
@@ -172,8 +173,6 @@ def _run_server_format(args):
 
 
 def _run_verify(args):
-    import sys
-
     from keras_mixer.export.verify import VerificationFailed, verify
 
     thresholds = {key: value for key, value in (
