@@ -152,12 +152,18 @@ def feature_extractor(model, *, blocks=None, pre_logits=True):
     if not block_layers:
         raise ValueError(f"model: {model.name!r} has no MixerBlock layers; expected a Mixer")
     depth = len(block_layers)
+    if isinstance(blocks, int) and not isinstance(blocks, bool):
+        blocks = [blocks]  # one block
     indices = range(depth) if blocks is None else blocks
     picked = []
     for i in indices:
-        if not (isinstance(i, int) and -depth <= i < depth):
+        if not (isinstance(i, int) and not isinstance(i, bool) and -depth <= i < depth):
             raise ValueError(f"blocks: expected block indices in [{-depth}, {depth}); got {blocks!r}")
         picked.append(i % depth)
+    duplicates = sorted({i for i in picked if picked.count(i) > 1})
+    if duplicates:
+        raise ValueError(f"blocks: expected each block once; got {blocks!r}, "
+                         f"which names block(s) {duplicates} more than once")
     grid = tuple(model.get_layer("stem").output.shape[1:3])
     outputs = {}
     for i in sorted(set(picked)):

@@ -34,6 +34,10 @@ def with_layer_decay(optimizer, model, *, decay):
         raise ValueError(f"layer_decay: expected a number in (0, 1]; got {decay!r}")
     if not isinstance(optimizer, keras.optimizers.Optimizer):
         raise ValueError(f"optimizer: expected a keras.optimizers.Optimizer; got {optimizer!r}")
+    if hasattr(optimizer, "layer_decay"):
+        # A second application would compound the scales (decay ** 2 per layer).
+        raise ValueError(f"optimizer: expected one without layer decay; got {type(optimizer).__name__} "
+                         f"already decayed by layer_decay={optimizer.layer_decay!r}")
     depths, top = layer_depths(model)
     if top == 1:
         raise ValueError(f"model: {model.name!r} has no MixerBlock layers; expected a Mixer")
