@@ -1,21 +1,21 @@
 """`keras-mixer predict` and `keras-mixer convert`."""
 
-from keras_mixer.cli.common import WEIGHTS_HELP, weights_arg
+from keras_mixer.cli.common import WEIGHTS_HELP, path_arg, weights_arg
 
 
 def add_parsers(subparsers):
     p = subparsers.add_parser("predict", help="classify image files (top-k labels)")
-    p.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
-    p.add_argument("--model", default="B/16",
+    p.add_argument("images", nargs="+", type=path_arg, help="image files (JPEG, PNG, ...)")
+    p.add_argument("--model", default="B/16", type=path_arg,
                    help="variant (B/16, ...) or a .keras file (default: B/16)")
-    p.add_argument("--weights", help=WEIGHTS_HELP + " (default for a variant: imagenet)")
+    p.add_argument("--weights", type=path_arg, help=WEIGHTS_HELP + " (default for a variant: imagenet)")
     p.add_argument("--top", type=int, default=5, help="classes per image (default: 5)")
-    p.add_argument("--labels", help="text file with one class name per line, for custom heads")
+    p.add_argument("--labels", type=path_arg, help="text file with one class name per line, for custom heads")
     p.set_defaults(run=_run_predict)
 
     p = subparsers.add_parser("convert", help="authors' .npz checkpoint -> .keras or .weights.h5")
-    p.add_argument("checkpoint", help="authors' .npz file (e.g. Mixer-B_16.npz)")
-    p.add_argument("-o", "--output", required=True, help="OUT.keras or OUT.weights.h5")
+    p.add_argument("checkpoint", type=path_arg, help="authors' .npz file (e.g. Mixer-B_16.npz)")
+    p.add_argument("-o", "--output", required=True, type=path_arg, help="OUT.keras or OUT.weights.h5")
     p.add_argument("--model", help="expected variant (checked against the file; inferred if omitted)")
     p.add_argument("--input-size", type=int,
                    help="image side; an integer multiple of the checkpoint's")

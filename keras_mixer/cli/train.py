@@ -5,8 +5,8 @@ Thin: parse, then call `train`, `evaluate` or `tune` of `keras_mixer.training`.
 
 import argparse
 import json
-import os
 
+from keras_mixer.cli.common import path_arg
 from keras_mixer.precision import TRAIN as PRECISIONS
 from keras_mixer.training.recipes import FLAG_TYPES, RECIPE_NAMES, flag, randaugment_arg
 from keras_mixer.training.strategy import STRATEGIES
@@ -20,7 +20,7 @@ DATASET_HELP = "default (embedded digits) | tfds:NAME | folder:PATH (default: %(
 def add_parsers(subparsers):
     p = subparsers.add_parser("train", help="train or fine-tune a Mixer (default: the embedded digits)")
     _model_and_data(p, default_model="default")
-    p.add_argument("--output-dir", default="runs/default", type=os.path.expanduser,
+    p.add_argument("--output-dir", default="runs/default", type=path_arg,
                    help="where everything is written; a rerun resumes there (default: %(default)s)")
     _recipe_flags(p)
     p.add_argument("--per-replica-batch", action="store_true",
@@ -35,12 +35,12 @@ def add_parsers(subparsers):
     p.set_defaults(run=_run_train)
 
     p = subparsers.add_parser("evaluate", help="top-1/top-5 of a saved model or a pretrained tag")
-    p.add_argument("model", type=os.path.expanduser, help="a .keras file, or a variant (B/16) with --weights")
+    p.add_argument("model", type=path_arg, help="a .keras file, or a variant (B/16) with --weights")
     p.add_argument("--weights", type=_weights_arg, default=argparse.SUPPRESS,
                    help="for a variant (required): a tag (imagenet, ...), a .npz/.weights.h5 file, "
                         "or 'none' to evaluate the random initialisation")
     p.add_argument("--dataset", default="default", type=_dataset_arg, help=DATASET_HELP)
-    p.add_argument("--data-dir", type=os.path.expanduser, help="tfds data dir holding the prepared dataset")
+    p.add_argument("--data-dir", type=path_arg, help="tfds data dir holding the prepared dataset")
     p.add_argument("--split", default="test", choices=("test", "train"),
                    help="which split to score: test (for the digits and folders without test/, "
                         "the held-out images) or train (default: %(default)s)")
@@ -50,7 +50,7 @@ def add_parsers(subparsers):
 
     p = subparsers.add_parser("tune", help="keras-tuner search over the recipe (then train the best)")
     _model_and_data(p, default_model="default")
-    p.add_argument("--output-dir", default="runs/tune", type=os.path.expanduser,
+    p.add_argument("--output-dir", default="runs/tune", type=path_arg,
                    help="tuner trials and results (default: %(default)s)")
     _recipe_flags(p)
     p.add_argument("--algorithm", default="hyperband", choices=("hyperband", "bayesian"),
@@ -71,7 +71,7 @@ def _model_and_data(p, default_model):
                    help="pretrained tag (imagenet, ...) or .npz/.weights.h5 file to fine-tune from; "
                         "none or absent: from scratch")
     p.add_argument("--dataset", default="default", type=_dataset_arg, help=DATASET_HELP)
-    p.add_argument("--data-dir", type=os.path.expanduser, help="tfds data dir holding the prepared dataset")
+    p.add_argument("--data-dir", type=path_arg, help="tfds data dir holding the prepared dataset")
     p.add_argument("--recipe", choices=RECIPE_NAMES,
                    help="default: 'default' for the default model or the embedded digits, "
                         "'finetune' with --weights, else 'pretrain'")
@@ -89,11 +89,11 @@ def _recipe_flags(p):
 
 def _weights_arg(text):
     # 'none' names the random initialisation on purpose (None in Python).
-    return None if text.strip().lower() == "none" else os.path.expanduser(text)
+    return None if text.strip().lower() == "none" else path_arg(text)
 
 
 def _dataset_arg(text):
-    return "folder:" + os.path.expanduser(text[7:]) if text.startswith("folder:") else text
+    return "folder:" + path_arg(text[7:]) if text.startswith("folder:") else text
 
 
 def _model_arg(text):
