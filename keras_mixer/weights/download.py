@@ -4,6 +4,7 @@ the authors' bucket or a mirror (`KERAS_MIXER_WEIGHTS_URL`: a URL or a local
 directory laid out like the bucket)."""
 
 import os
+import socket
 import sys
 
 from keras_mixer.weights.table import (BASE_URL, CACHE_SUBDIR, CHECKPOINTS, FILE_HASHES,
@@ -78,8 +79,15 @@ def fetch_url(origin, fname, *, cache_dir=None, cache_subdir, file_hash=None, ch
         os.makedirs(cache_dir, exist_ok=True)
     # A killed download leaves only this partial name behind, never the final one.
     partial = f"{fname}.partial-{os.getpid()}"
-    path = keras.utils.get_file(partial, origin=origin, cache_subdir=cache_subdir,
-                                cache_dir=cache_dir, file_hash=file_hash)
+    # get_file's urllib has no timeout: a mirror that accepts and never answers would
+    # hang forever. One try, bounded per connect and per read; restored after.
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(download_timeout())
+    try:
+        path = keras.utils.get_file(partial, origin=origin, cache_subdir=cache_subdir,
+                                    cache_dir=cache_dir, file_hash=file_hash)
+    finally:
+        socket.setdefaulttimeout(previous)
     # Beside the partial file: the folder get_file chose (it may differ from
     # `cached`'s, e.g. where ~/.keras is missing or read-only and it fell back to /tmp).
     final = os.path.join(os.path.dirname(path), fname)
@@ -91,3 +99,18 @@ def fetch_url(origin, fname, *, cache_dir=None, cache_subdir, file_hash=None, ch
             os.remove(path)
         raise
     return final
+
+
+TIMEOUT_ENV = "KERAS_MIXER_DOWNLOAD_TIMEOUT"
+
+
+def download_timeout():
+    """Seconds a download may wait to connect or for each read (default 60)."""
+    text = os.environ.get(TIMEOUT_ENV, "60")
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise ValueError(f"{TIMEOUT_ENV}: expected a positive number of seconds; got {text!r}")
+    return value
