@@ -33,3 +33,25 @@ def test_download_timeout_refuses_a_bad_value(monkeypatch):
     monkeypatch.setenv(download.TIMEOUT_ENV, "soon")
     with pytest.raises(ValueError, match=key_parts(download.TIMEOUT_ENV, "positive", "'soon'")):
         download.download_timeout()
+
+
+def test_a_second_run_into_a_busy_output_dir_is_refused_naming_the_holder(tmp_path):
+    pytest.importorskip("tensorflow")
+    import subprocess
+    import sys
+
+    from keras_mixer.training import outputs, train
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from keras_mixer.training import outputs\n"
+         "with outputs.locked(sys.argv[1]):\n    print('held', flush=True); time.sleep(120)",
+         str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ValueError, match=key_parts("output_dir", str(tmp_path), f"PID {holder.pid}")):
+            train(output_dir=tmp_path)
+    finally:
+        holder.kill()
+        holder.wait()
+    with outputs.locked(str(tmp_path)):  # a killed holder leaves no stale lock
+        pass

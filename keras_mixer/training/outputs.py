@@ -18,7 +18,9 @@ kill between them loses nothing. Only these names are ever moved or deleted,
 and only in a directory whose run_config.json keras-mixer wrote.
 """
 
+import contextlib
 import csv
+import fcntl
 import io
 import json
 import os
@@ -289,3 +291,30 @@ def load_run(output_dir, *, weights="best"):
                 dropout=hp["dropout"], drop_path_rate=hp["drop_path_rate"])
     net.load_weights(path)
     return net
+
+
+LOCK = ".lock"
+
+
+@contextlib.contextmanager
+def locked(directory):
+    """Holds an exclusive flock on DIRECTORY/.lock (holding this PID) for the run.
+    The kernel drops it when the process dies, so a killed run leaves nothing stale."""
+    if os.path.lexists(directory) and not os.path.isdir(directory):
+        yield  # prepare() refuses it, naming the argument
+        return
+    os.makedirs(directory, exist_ok=True)
+    fd = os.open(os.path.join(directory, LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise ValueError(
+                f"output_dir: {directory!r} is in use by another run (PID {holder}); wait for "
+                f"it to end or choose another --output-dir") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)

@@ -146,6 +146,16 @@ def _run(plan, output_dir, strategy_name, precision, jit_compile, per_replica_ba
     )
     chief = strategy_lib.is_chief()
     work_dir = output_dir if chief else _worker_dir(output_dir)
+    with outputs.locked(work_dir):  # a second run into the same directory is refused
+        return _run_locked(plan, run_config, strategy, dict(
+            output_dir=output_dir, work_dir=work_dir, chief=chief, multi=multi, started=started),
+            overwrite, seed, verbose)
+
+
+def _run_locked(plan, run_config, strategy, where, overwrite, seed, verbose):
+    output_dir, work_dir, global_batch = where["output_dir"], where["work_dir"], run_config["global_batch"]
+    chief, multi, started = where["chief"], where["multi"], where["started"]
+    hp = plan.hparams
     finished = outputs.prepare(work_dir, run_config, overwrite)
     if finished is not None:
         # Left by a kill between the final outputs and their clean-up.
