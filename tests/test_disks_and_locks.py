@@ -55,3 +55,23 @@ def test_a_second_run_into_a_busy_output_dir_is_refused_naming_the_holder(tmp_pa
         holder.wait()
     with outputs.locked(str(tmp_path)):  # a killed holder leaves no stale lock
         pass
+
+
+def test_backup_clean_up_deletes_only_what_it_wrote(tmp_path):
+    pytest.importorskip("tensorflow")
+    import keras
+
+    from keras_mixer.training import backup
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    foreign = ["notes.txt", ".other.keras.partial.abc.keras", "epoch-x.weights.h5"]
+    for name in foreign:
+        (tmp_path / name).write_text("not ours")
+    (tmp_path / ".epoch-0.weights.h5.partial.abc.weights.h5").write_text("ours, interrupted")
+    backup.save(model, str(tmp_path), 1)
+    backup.save(model, str(tmp_path), 2)
+    backup.save(model, str(tmp_path), 3)  # epoch 2 stays as the fallback commit
+    names = set(os.listdir(tmp_path))
+    assert set(foreign) <= names
+    assert "epoch-1.weights.h5" not in names and "epoch-3.weights.h5" in names
+    assert ".epoch-0.weights.h5.partial.abc.weights.h5" not in names

@@ -19,6 +19,7 @@ format, so a run resumes across them.
 import glob
 import json
 import os
+import re
 import shutil
 
 import keras
@@ -172,5 +173,15 @@ def _remove_unreferenced(backup_dir):
         except (OSError, ValueError, KeyError, TypeError):
             pass
     for path in glob.glob(os.path.join(backup_dir, "*")) + glob.glob(os.path.join(backup_dir, ".*")):
-        if os.path.basename(path) not in keep and os.path.isfile(path):
+        name = os.path.basename(path)
+        if name not in keep and _ours(name) and os.path.isfile(path):
             os.remove(path)  # older epochs, and temporary files of interrupted writes
+
+
+def _ours(name):
+    """Only what `save` writes: epoch files and their temporaries (atomic_path's
+    `.NAME.partial.*`), never a file someone else put in the folder."""
+    if re.fullmatch(r"epoch-\d+\.weights\.h5", name):
+        return True
+    return re.fullmatch(r"\.(epoch-\d+\.weights\.h5|%s|%s)\.partial\..*"
+                        % (re.escape(METADATA), re.escape(FALLBACK)), name) is not None
