@@ -6,6 +6,7 @@ half-written file at the final path.
 """
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -50,12 +51,27 @@ def atomic_path(path, *, directory=False):
             shutil.rmtree(old)
         else:
             os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.isdir(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
         elif os.path.lexists(tmp):
             os.unlink(tmp)
+        if _disk_full(err):
+            raise OSError(errno.ENOSPC, f"{path}: not written, disk full / file too large "
+                          f"({err}); the previous file, if any, is unchanged") from err
         raise
+
+
+def _disk_full(err):
+    """ENOSPC/EFBIG anywhere in the chain, or h5py's wrapping of them (message only)."""
+    while err is not None:
+        if getattr(err, "errno", None) in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            return True
+        if isinstance(err, Exception) and any(
+                m in str(err) for m in ("No space left", "File too large", "Disk quota")):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
 
 
 def _suffix(name):

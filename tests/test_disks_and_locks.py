@@ -75,3 +75,29 @@ def test_backup_clean_up_deletes_only_what_it_wrote(tmp_path):
     assert set(foreign) <= names
     assert "epoch-1.weights.h5" not in names and "epoch-3.weights.h5" in names
     assert ".epoch-0.weights.h5.partial.abc.weights.h5" not in names
+
+
+DISK_FULL_CHILD = """
+import resource, signal, sys
+from keras_mixer import files
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes fail with EFBIG instead of killing
+resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))
+try:
+    files.write_bytes(sys.argv[1], b"x" * 100000)
+except OSError as err:
+    print(err)
+    sys.exit(2)
+"""
+
+
+def test_a_full_disk_leaves_the_previous_file_and_no_temporary(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "a.json"
+    out.write_text("good")
+    done = subprocess.run([sys.executable, "-c", DISK_FULL_CHILD, str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert str(out) in done.stdout and "disk full / file too large" in done.stdout
+    assert out.read_text() == "good" and os.listdir(tmp_path) == ["a.json"]
