@@ -37,6 +37,12 @@ def test_layer_decay_twice_is_refused():
     (["predict", "~/a.png", "--model=~/m.keras", "--labels=~/l.txt"], ("images", "model", "labels")),
     (["convert", "~/c.npz", "--output=~/o.keras"], ("checkpoint", "output")),
     (["predict", "a.png", "--weights=~/w.weights.h5"], ("weights",)),
+    (["export", "tflite", "~/m.keras", "-o", "~/m.tflite", "--labels=~/l.txt",
+      "--data-dir=~/tfds"], ("model", "output", "labels", "data_dir")),
+    (["export", "saved-model", "~/m.keras", "--output=~/served"], ("model", "output")),
+    (["export", "onnx", "~/m.keras", "-o", "~/m.onnx"], ("model", "output")),
+    (["export", "quantize", "~/f.tflite", "-o", "~/q.tflite"], ("float_tflite", "output")),
+    (["export", "verify", "~/m.tflite", "~/m.keras"], ("tflite", "model")),
 ])
 def test_cli_path_flags_expand_the_home_directory(argv, dest, monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))

@@ -121,6 +121,21 @@ def _initial_epoch(tmp_path):
     assert epochs == [2, 3], f"fit ran epochs {epochs}; expected it to start at _initial_epoch 2"
 
 
+@canary("KerasTensor._keras_history", ["export/common.py"], ["_keras_history", "._inbound_nodes"])
+def _keras_history(tmp_path):
+    # The export reads which layer made the model's output, and that layer's
+    # input, to tell logits from probabilities (a final Softmax or activation).
+    import keras
+
+    inputs = keras.Input((3,))
+    hidden = keras.layers.Dense(4, name="hidden")(inputs)
+    outputs = keras.layers.Softmax(name="head")(hidden)
+    layer, node_index = outputs._keras_history[0], outputs._keras_history[1]
+    assert layer.name == "head", layer
+    previous = layer._inbound_nodes[node_index].input_tensors
+    assert len(previous) == 1 and previous[0]._keras_history[0].name == "hidden", previous
+
+
 @canary("LayerNormalization.rms_scaling", ["export/rebuild.py"], ["rms_scaling"])
 def _layer_norm_state(tmp_path):
     # The export copy swaps each LayerNormalization's class; the new call()

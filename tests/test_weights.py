@@ -94,7 +94,7 @@ def test_missing_truncated_pickled_and_foreign_files(tmp_path, tiny_checkpoint):
     np.savez(pickled, **{**params, "stem/bias": np.array([object()], dtype=object)})
     # Refused from its header: an object array is never unpickled.
     with pytest.raises(ValueError, match=key_parts(
-            "weights:", repr(str(pickled)), "not floating point", "'stem/bias'", "object")):
+            "weights:", repr(str(pickled)), "'stem/bias", "object")):
         keras_mixer.Mixer(TINY, weights=str(pickled))
     with pytest.raises(ValueError, match=key_parts(
             "weights:", "[None, 'hf://OWNER/REPO', 'a path to a .npz, .weights.h5 or .keras file",

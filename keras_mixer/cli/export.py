@@ -4,7 +4,7 @@ a plain function."""
 import json
 import sys
 
-from keras_mixer.cli.common import WEIGHTS_HELP, weights_arg
+from keras_mixer.cli.common import WEIGHTS_HELP, path_arg, weights_arg
 
 from keras_mixer.export import data as data_lib
 from keras_mixer.export import tflite as tflite_lib
@@ -20,14 +20,14 @@ def add_parsers(subparsers):
     model_help = "a .keras file, or a variant name (S/16, B/16, ...) with --weights ('none': random init)"
 
     p = sub.add_parser("tflite", help="convert to .tflite (+ <model>.json sidecar metadata)")
-    p.add_argument("model", help=model_help)
-    p.add_argument("-o", "--output", required=True, help="OUT.tflite")
+    p.add_argument("model", type=path_arg, help=model_help)
+    p.add_argument("-o", "--output", required=True, type=path_arg, help="OUT.tflite")
     p.add_argument("--weights", help=WEIGHTS_HELP + "; required with a variant")
     p.add_argument("--quantize", default="none", help=f"one of {tflite_lib.QUANTIZE_MODES} (default: none)")
     p.add_argument("--target", default="cpu", help=f"one of {TARGETS} (default: cpu)")
     p.add_argument("--representative", default="default",
                    help=f"int8 calibration images: {data_lib.SOURCES} (default: the embedded digits)")
-    p.add_argument("--data-dir", help="tfds data dir for a tfds: --representative (default: tfds' own)")
+    p.add_argument("--data-dir", type=path_arg, help="tfds data dir for a tfds: --representative (default: tfds' own)")
     p.add_argument("--num-samples", type=int, default=tflite_lib.DEFAULT_SAMPLES,
                    help=f"calibration images (default: {tflite_lib.DEFAULT_SAMPLES})")
     p.add_argument("--io-dtype", default="float32",
@@ -35,14 +35,14 @@ def add_parsers(subparsers):
     p.add_argument("--float-ops", default="",
                    help=f"int8: keep these ops in float, comma-separated presets "
                         f"{list(tflite_lib.FLOAT_OP_PRESETS)} or TFLite op names")
-    p.add_argument("--labels", help="'digits' or a text file with one class name per line")
+    p.add_argument("--labels", type=path_arg, help="'digits' or a text file with one class name per line")
     p.add_argument("--output-kind", help="probabilities or logits: what the model outputs (default: read from its graph; a sigmoid or unknown head is refused)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(run=_run_tflite)
 
     p = sub.add_parser("saved-model", help="SavedModel with serving signatures, NAME/VERSION/ layout")
-    p.add_argument("model", help=model_help)
-    p.add_argument("-o", "--output", required=True, help="NAME directory (the model goes to NAME/VERSION/)")
+    p.add_argument("model", type=path_arg, help=model_help)
+    p.add_argument("-o", "--output", required=True, type=path_arg, help="NAME directory (the model goes to NAME/VERSION/)")
     p.add_argument("--weights", help=WEIGHTS_HELP + "; required with a variant")
     p.add_argument("--version", type=int, default=1, help="version sub-directory (default: 1)")
     p.add_argument("--xla", action="store_true", help="compile the model's compute with XLA")
@@ -51,20 +51,20 @@ def add_parsers(subparsers):
                         "on AVX512_BF16/AMX CPUs, GPUs, TPUs) (default: float32)")
     p.add_argument("--top-k", type=int,
                    help="labels per image of serve_bytes (default: 5, or the classes if fewer)")
-    p.add_argument("--labels", help="'digits' or a text file with one class name per line")
+    p.add_argument("--labels", type=path_arg, help="'digits' or a text file with one class name per line")
     p.add_argument("--output-kind", help="probabilities or logits: what the model outputs (default: read from its graph; a sigmoid or unknown head is refused)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing NAME/VERSION/")
     p.set_defaults(run=_run_saved_model)
 
     p = sub.add_parser("quantize", help="quantize a float .tflite with LiteRT Quantizer recipes")
-    p.add_argument("float_tflite", help="a float .tflite written by `export tflite` (with its sidecar)")
-    p.add_argument("-o", "--output", required=True, help="OUT.tflite")
+    p.add_argument("float_tflite", type=path_arg, help="a float .tflite written by `export tflite` (with its sidecar)")
+    p.add_argument("-o", "--output", required=True, type=path_arg, help="OUT.tflite")
     p.add_argument("--recipe", default="w8a8",
                    help="dynamic (int8 weights; CPU/GPU), w8a8 (int8; CPU/NPU) or w8a16 "
                         "(int16 activations; NPUs) (default: w8a8)")
     p.add_argument("--representative", default="default",
                    help=f"calibration images: {data_lib.SOURCES} (default: the embedded digits)")
-    p.add_argument("--data-dir", help="tfds data dir for a tfds: --representative")
+    p.add_argument("--data-dir", type=path_arg, help="tfds data dir for a tfds: --representative")
     p.add_argument("--num-samples", type=int, default=tflite_lib.DEFAULT_SAMPLES,
                    help=f"calibration images (default: {tflite_lib.DEFAULT_SAMPLES})")
     p.add_argument("--float-ops", default="", help="ops kept float, comma-separated (RSQRT,...)")
@@ -74,10 +74,10 @@ def add_parsers(subparsers):
     for name, suffix, runtime in (("onnx", ".onnx", "ONNX Runtime"),
                                   ("openvino", ".xml", "OpenVINO (+ .bin beside it)")):
         p = sub.add_parser(name, help=f"{suffix} through Keras' exporter, checked in {runtime}")
-        p.add_argument("model", help=model_help)
-        p.add_argument("-o", "--output", required=True, help=f"OUT{suffix} (+ OUT.json sidecar)")
+        p.add_argument("model", type=path_arg, help=model_help)
+        p.add_argument("-o", "--output", required=True, type=path_arg, help=f"OUT{suffix} (+ OUT.json sidecar)")
         p.add_argument("--weights", help=WEIGHTS_HELP + "; required with a variant")
-        p.add_argument("--labels", help="'digits' or a text file with one class name per line")
+        p.add_argument("--labels", type=path_arg, help="'digits' or a text file with one class name per line")
         p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
                        help=f"largest probability difference from Keras allowed on the check "
                             f"images (default: {DEFAULT_TOLERANCE})")
@@ -86,13 +86,13 @@ def add_parsers(subparsers):
         p.set_defaults(run=_run_server_format, export_format=name)
 
     p = sub.add_parser("verify", help="run an exported file in its runtime against its Keras model")
-    p.add_argument("tflite", metavar="FILE",
+    p.add_argument("tflite", metavar="FILE", type=path_arg,
                    help="the .tflite (LiteRT), .onnx (ONNX Runtime) or .xml (OpenVINO) file")
-    p.add_argument("model", help=model_help)
+    p.add_argument("model", type=path_arg, help=model_help)
     p.add_argument("--weights", help=WEIGHTS_HELP + "; required with a variant")
     p.add_argument("--images", default="default",
                    help=f"held-out images: {data_lib.SOURCES} (default: embedded digits test split)")
-    p.add_argument("--data-dir", help="tfds data dir for tfds: --images (default: tfds' own)")
+    p.add_argument("--data-dir", type=path_arg, help="tfds data dir for tfds: --images (default: tfds' own)")
     p.add_argument("-n", "--count", type=int, default=100, help="images to compare (default: 100)")
     p.add_argument("--threads", type=int, default=2, help="interpreter threads (default: 2)")
     p.add_argument("--precision", default="float32",
