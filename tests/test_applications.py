@@ -129,6 +129,7 @@ def test_pretrained_head_activation_refused_by_value(s32_bucket, monkeypatch):
         keras_mixer.MixerS32(weights="imagenet", classifier_activation="sigmoid")
 
 
+@pytest.mark.large  # a minute of the default run; `python -m pytest -m large`
 @pytest.mark.skipif(os.environ.get("KERAS_BACKEND") == "jax", reason="this is the JAX run")
 def test_same_conventions_on_jax():
     pytest.importorskip("jax")

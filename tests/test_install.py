@@ -54,6 +54,7 @@ def _run(cmd, **kwargs):
     return done.stdout
 
 
+@pytest.mark.large  # a minute of the default run; `python -m pytest -m large`
 def test_jax_install_keeps_user_packages_and_runs_without_tensorflow(tmp_path):
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)

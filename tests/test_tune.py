@@ -50,6 +50,7 @@ def test_best_command_reproduces_a_finetune_search(tmp_path, tiny_checkpoint, ca
     assert {k: run["hparams"][k] for k in QUICK} == QUICK and run["hparams"]["randaugment"] is False
 
 
+@pytest.mark.large  # a minute of the default run; `python -m pytest -m large`
 def test_hyperband_from_scratch_searches_width_and_depth(tmp_path):
     result = tune(model=TINY, recipe="finetune", overrides=dict(QUICK, epochs=2),
                   output_dir=str(tmp_path / "hb"), algorithm="hyperband", verbose=0)
