@@ -82,7 +82,6 @@ def test_cli_quantize(tmp_path, digits, capsys):
     assert f"wrote {out}" in printed and "recipe w8a16" in printed and "lowest-SNR layers" in printed
 
 
-@pytest.mark.large  # a minute of the default run; `python -m pytest -m large`
 def test_conversion_in_a_child_process_gives_the_same_graph(digits):
     model, _, x_train, _ = digits
     from keras_mixer.export.rebuild import rebuild_for_target
