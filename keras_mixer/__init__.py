@@ -6,7 +6,7 @@
 
 Names are imported on first use, so `import keras_mixer` (and `keras-mixer
 --help`) does not start Keras. Saved `.keras` models need the Mixer layers
-registered with Keras: importing keras_mixer does that whichever of the two
+(and a compiled model its layer-decay optimizer) registered with Keras: importing keras_mixer does that whichever of the two
 is imported first (`_lazy.register_after`: at once if Keras is loaded, else
 right after `import keras` completes).
 """
@@ -30,5 +30,6 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = _lazy.exports(__name__, _EXPORTS)
 
-# keras.saving.load_model finds the Mixer layers only once they are registered.
-_lazy.register_after("keras", "keras_mixer.layers")
+# keras.saving.load_model finds the Mixer layers (and the layer-decay
+# optimizers of a compiled model) only once they are registered.
+_lazy.register_after("keras", "keras_mixer.saveables")

@@ -49,7 +49,7 @@ def read(path):
 
 @canary("Layer._flatten_layers()",
         ["keras_mixer/inference.py", "keras_mixer/training/outputs.py",
-         "keras_mixer/training/layer_decay.py", "export/rebuild.py"],
+         "keras_mixer/optimizers.py", "export/rebuild.py"],
         ["._flatten_layers("])
 def _flatten_layers(tmp_path):
     import keras
@@ -63,7 +63,7 @@ def _flatten_layers(tmp_path):
     assert "outer" not in top and "inner" in top and "inner_dense" not in top, top
 
 
-@canary("Optimizer._var_key()", ["keras_mixer/training/layer_decay.py"], ["_var_key("])
+@canary("Optimizer._var_key()", ["keras_mixer/optimizers.py"], ["_var_key("])
 def _var_key(tmp_path):
     # layer_decay keys each model variable as the optimizer keys the variables
     # its update_step(gradient, variable, learning_rate) receives.
