@@ -11,6 +11,13 @@ import os
 import shutil
 import tempfile
 
+import numpy as np
+
+try:
+    import resource
+except ImportError:  # Windows
+    resource = None
+
 
 def check_output(output, *, overwrite, suffix=None, arg="output"):
     """Raises unless `output` may be written: the right suffix, and either new
@@ -24,16 +31,52 @@ def check_output(output, *, overwrite, suffix=None, arg="output"):
         raise FileExistsError(f"{arg}: {output!r} exists; pass --overwrite to replace it")
 
 
+def nbytes(variables):
+    """Bytes of the values of `variables` (anything with .shape and .dtype)."""
+    total = 0
+    for v in variables:
+        try:
+            size = np.dtype(str(v.dtype)).itemsize
+        except TypeError:  # bfloat16 and other names NumPy lacks
+            size = 4
+        total += size * int(np.prod(tuple(v.shape), dtype=np.int64))
+    return total
+
+
+def check_room(path, size, *, variables=0):
+    """Raises OSError(ENOSPC) naming `path` unless its file system has room for
+    a file of about `size` bytes (plus an HDF5 header per variable) and the
+    process's file-size limit (RLIMIT_FSIZE) allows it. h5py can crash the
+    process when a write fails half-way (a full disk), so files it writes are
+    checked before the first byte."""
+    need = int(size) + 65536 + 2048 * int(variables)
+    parent = os.path.dirname(os.path.abspath(os.fspath(path)))
+    free = shutil.disk_usage(parent).free
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0] if resource else -1
+    if limit not in (-1, getattr(resource, "RLIM_INFINITY", -1)) and need > limit:
+        raise OSError(errno.EFBIG, f"{path}: not written, file too large: about {need:,} bytes "
+                                   f"needed, the process's file-size limit is {limit:,}; the "
+                                   f"previous file, if any, is unchanged")
+    if need > free:
+        raise OSError(errno.ENOSPC, f"{path}: not written, disk full: about {need:,} bytes "
+                                    f"needed, {free:,} free in {parent}; the previous file, "
+                                    f"if any, is unchanged")
+
+
 @contextlib.contextmanager
-def atomic_path(path, *, directory=False):
+def atomic_path(path, *, directory=False, room=None):
     """Yields a temporary path beside `path`; renames it to `path` on success.
 
     With `directory=True` the temporary path is a fresh directory and an old
-    `path` directory is replaced only once the new one is complete.
+    `path` directory is replaced only once the new one is complete. `room`:
+    the variables about to be written (`check_room` before anything is).
     """
     path = os.path.abspath(os.fspath(path))
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
+    if room is not None:
+        room = list(room)
+        check_room(path, nbytes(room), variables=len(room))
     # Keep the final suffix: Keras picks the format from it (.keras, .weights.h5).
     base = os.path.basename(path)
     if directory:

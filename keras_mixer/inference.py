@@ -114,7 +114,7 @@ def convert(checkpoint, output, *, model=None, input_size=None, include_top=True
         raise ValueError(f"model: {checkpoint!r} holds a Mixer {found}; got --model {model!r}")
     input_shape = None if input_size is None else (input_size, input_size, 3)
     net = Mixer(found, weights=checkpoint, input_shape=input_shape, include_top=include_top)
-    with files.atomic_path(output) as tmp:
+    with files.atomic_path(output, room=net.weights) as tmp:
         if output.endswith(".keras"):
             net.save(tmp)
         else:

@@ -1,9 +1,11 @@
-"""Faults of the machine (issue #19 items 9-11): a mirror that never answers."""
+"""Faults of the machine (issue #19 items 9-11): a mirror that never answers, a
+busy run directory, a full disk (RLIMIT_FSIZE in a child) for files and commands."""
 
 import os
 import socket
 import time
 
+import numpy as np
 import pytest
 from helpers import key_parts
 
@@ -101,3 +103,63 @@ def test_a_full_disk_leaves_the_previous_file_and_no_temporary(tmp_path):
     assert done.returncode == 2, done.stderr
     assert str(out) in done.stdout and "disk full / file too large" in done.stdout
     assert out.read_text() == "good" and os.listdir(tmp_path) == ["a.json"]
+
+
+def _under_file_size_limit(limit, argv, cwd):
+    """The CLI run in a child whose files may not grow past `limit` bytes (the
+    nearest stand-in for a full disk: writes fail with EFBIG)."""
+    import resource
+    import subprocess
+    import sys
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, "-m", "keras_mixer.cli", *argv], cwd=cwd, env=env,
+                          preexec_fn=limited, capture_output=True, text=True, timeout=600)
+
+
+def _partials(root):
+    return [os.path.join(d, f) for d, _, names in os.walk(root) for f in names if ".partial" in f]
+
+
+@pytest.mark.parametrize("suffix", [".weights.h5", ".keras"])
+def test_convert_into_a_full_disk_exits_cleanly_and_keeps_the_old_file(tmp_path, tiny_checkpoint,
+                                                                        suffix):
+    path, _ = tiny_checkpoint
+    out = tmp_path / f"o{suffix}"
+    out.write_text("good")
+    done = _under_file_size_limit(20_000, ["convert", path, "--output", str(out), "--overwrite"],
+                                  tmp_path)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert str(out) in done.stderr and "too large" in done.stderr, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    assert out.read_text() == "good" and not _partials(tmp_path)
+
+
+def test_train_into_a_full_disk_exits_cleanly_without_partial_files(tmp_path):
+    # h5py crashed the process (signal 11) when best.weights.h5 failed half-way.
+    run = tmp_path / "run"
+    model = '{"num_blocks": 1, "patch_size": 8, "hidden_dim": 16, "tokens_mlp_dim": 8, "channels_mlp_dim": 16}'
+    done = _under_file_size_limit(8_000, ["train", "--epochs", "1", "--model", model,
+                                          "--output-dir", str(run)], tmp_path)
+    assert done.returncode == 2, (done.returncode, done.stderr[-2000:])
+    assert str(run / "best.weights.h5") in done.stderr and "too large" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not _partials(tmp_path) and not (run / "best.weights.h5").exists()
+
+
+def test_room_is_checked_against_the_free_space(tmp_path, monkeypatch):
+    import collections
+    import shutil
+
+    from keras_mixer import files
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
+    out = tmp_path / "w.weights.h5"
+    with pytest.raises(OSError, match=key_parts(str(out), "disk full", "1,000 free")):
+        with files.atomic_path(out, room=[np.zeros((100, 100), np.float32)]):
+            raise AssertionError("the writer ran on a full disk")
+    assert os.listdir(tmp_path) == []

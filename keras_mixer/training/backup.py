@@ -60,7 +60,9 @@ def save(model, backup_dir, epoch):
     """Commits the state of `model` (weights and optimizer) after `epoch` epochs."""
     os.makedirs(backup_dir, exist_ok=True)
     name = f"epoch-{epoch}.weights.h5"
-    with files.atomic_path(os.path.join(backup_dir, name)) as tmp:
+    optimizer = getattr(model, "optimizer", None)
+    variables = [*model.weights, *(optimizer.variables if optimizer is not None else ())]
+    with files.atomic_path(os.path.join(backup_dir, name), room=variables) as tmp:
         model.save_weights(tmp)
     current = os.path.join(backup_dir, METADATA)
     if os.path.exists(current):

@@ -183,8 +183,14 @@ def write_log(path, rows):
     files.write_bytes(path, text.getvalue().encode())
 
 
+def saved_variables(model):
+    """What `model.save_weights` writes: its weights and its optimizer's state."""
+    optimizer = getattr(model, "optimizer", None)
+    return [*model.weights, *(optimizer.variables if optimizer is not None else ())]
+
+
 def save_weights(model, path):
-    with files.atomic_path(path) as tmp:
+    with files.atomic_path(path, room=saved_variables(model)) as tmp:
         model.save_weights(tmp)
 
 

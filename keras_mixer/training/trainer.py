@@ -261,7 +261,7 @@ def save_for_inference(net, path):
     # and the optimizer's schedule would then need keras_mixer.training to load.
     final = keras.Model.from_config(net.get_config())
     final.set_weights(net.get_weights())
-    with files.atomic_path(path) as tmp:
+    with files.atomic_path(path, room=final.weights) as tmp:
         final.save(tmp)
 
 
