@@ -128,9 +128,10 @@ def test_high_resolution_weights_reload_through_every_documented_path(tmp_path, 
 
 
 class _SlowFile(http.server.BaseHTTPRequestHandler):
-    data, delay = b"", 0.0
+    data, delay, gets = b"", 0.0, 0
 
     def do_GET(self):  # noqa: N802 (http.server's name)
+        type(self).gets += 1
         self.send_response(200)
         self.send_header("Content-Length", str(len(self.data)))
         self.end_headers()
@@ -147,6 +148,7 @@ def slow_server(tmp_path):
     params = tiny_params(np.random.default_rng(0))
     write_checkpoint(tmp_path / "src.npz", params)
     _SlowFile.data = (tmp_path / "src.npz").read_bytes()
+    _SlowFile.gets = 0
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SlowFile)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}", params
@@ -183,6 +185,24 @@ def test_killed_download_never_poisons_the_cache(tmp_path, slow_server, monkeypa
     path = weights_lib.get_weights_file("imagenet_gsam", "S/32", cache_dir=str(cache))
     assert path == str(final)
     np.testing.assert_array_equal(np.load(path)["stem/kernel"], params["stem/kernel"])
+
+
+def test_two_processes_fetching_one_file_download_it_once(tmp_path, slow_server):
+    url, params = slow_server
+    cache = tmp_path / "cache"
+    env = dict(os.environ, KERAS_MIXER_WEIGHTS_URL=url, TF_CPP_MIN_LOG_LEVEL="3")
+    _SlowFile.delay = 0.02  # a download of a second or more: the two overlap
+    procs = [subprocess.Popen([sys.executable, "-c", DOWNLOAD, str(cache)], env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    _SlowFile.delay = 0.0
+    assert [p.returncode for p in procs] == [0, 0], [err[-1500:] for _, err in outs]
+    final = str(cache / "keras_mixer" / "gsam_Mixer-S_32.npz")
+    assert [out.strip().splitlines()[-1] for out, _ in outs] == [final, final]
+    assert _SlowFile.gets == 1, f"{_SlowFile.gets} downloads of one file"
+    # The one that waited said for whom.
+    assert any("waiting for PID" in err and final in err for _, err in outs), outs
+    np.testing.assert_array_equal(np.load(final)["stem/kernel"], params["stem/kernel"])
 
 
 @pytest.mark.parametrize("poison", [b"<html><body>502 Bad Gateway</body></html>", b"PK\x03\x04tr"])

@@ -3,9 +3,15 @@ cache, atomically (a killed download leaves only a partial name behind), from
 the authors' bucket or a mirror (`KERAS_MIXER_WEIGHTS_URL`: a URL or a local
 directory laid out like the bucket)."""
 
+import contextlib
 import os
 import socket
 import sys
+
+try:
+    import fcntl
+except ImportError:  # Windows: downloads are not locked
+    fcntl = None
 
 from keras_mixer.weights.table import (BASE_URL, CACHE_SUBDIR, CHECKPOINTS, FILE_HASHES,
                                        HF_COPIES, MIRROR_ENV)
@@ -64,9 +70,46 @@ def _keras_home():
 def fetch_url(origin, fname, *, cache_dir=None, cache_subdir, file_hash=None, check):
     """`keras.utils.get_file` into the cache, atomically, re-fetching a cached
     file that `check(path)` refuses. Returns the path."""
+    if cache_dir is not None:  # get_file silently falls back to /tmp if it is missing
+        os.makedirs(cache_dir, exist_ok=True)
+    cached = os.path.join(cache_directory(cache_dir, cache_subdir), fname)
+    # One download per cache file at a time: a second process waits, then finds the
+    # finished file (the wait is bounded by the holder's own download timeouts).
+    with _cache_lock(cached):
+        return _fetch_unlocked(origin, fname, cached, cache_dir=cache_dir,
+                               cache_subdir=cache_subdir, file_hash=file_hash, check=check)
+
+
+@contextlib.contextmanager
+def _cache_lock(cached):
+    """An exclusive flock on CACHED.lock holding this PID; no lock where the cache
+    folder cannot be written (get_file then falls back elsewhere) or on Windows."""
+    try:
+        os.makedirs(os.path.dirname(cached), exist_ok=True)
+        fd = os.open(f"{cached}.lock", os.O_RDWR | os.O_CREAT, 0o644) if fcntl else None
+    except OSError:
+        fd = None
+    if fd is None:
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            print(f"weights: waiting for PID {holder}, which is downloading {cached}",
+                  file=sys.stderr)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _fetch_unlocked(origin, fname, cached, *, cache_dir, cache_subdir, file_hash, check):
     import keras
 
-    cached = os.path.join(cache_directory(cache_dir, cache_subdir), fname)
     if os.path.isfile(cached):
         try:
             check(cached)
@@ -75,8 +118,6 @@ def fetch_url(origin, fname, *, cache_dir=None, cache_subdir, file_hash=None, ch
             print(f"weights: the cached {cached} is unreadable ({err}); fetching it again",
                   file=sys.stderr)
             os.remove(cached)
-    if cache_dir is not None:  # get_file silently falls back to /tmp if it is missing
-        os.makedirs(cache_dir, exist_ok=True)
     # A killed download leaves only this partial name behind, never the final one.
     partial = f"{fname}.partial-{os.getpid()}"
     # get_file's urllib has no timeout: a mirror that accepts and never answers would
