@@ -11,12 +11,12 @@ import os
 import shutil
 import tempfile
 
-import numpy as np
 
 try:
+    import fcntl
     import resource
-except ImportError:  # Windows
-    resource = None
+except ImportError:  # Windows: no file-size limit to read, no locks
+    fcntl = resource = None
 
 
 def check_output(output, *, overwrite, suffix=None, arg="output"):
@@ -33,6 +33,8 @@ def check_output(output, *, overwrite, suffix=None, arg="output"):
 
 def nbytes(variables):
     """Bytes of the values of `variables` (anything with .shape and .dtype)."""
+    import numpy as np
+
     total = 0
     for v in variables:
         try:
@@ -131,3 +133,27 @@ def write_bytes(path, data):
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+
+
+@contextlib.contextmanager
+def pid_lock(path, *, busy):
+    """Holds an exclusive flock on `path` (created, holding this PID). When
+    another process holds it, `busy(pid_text)` is called first: it raises to
+    refuse, or returns to wait for the holder. The kernel drops the lock when
+    its process dies, so a killed holder leaves nothing stale. Without fcntl
+    (Windows) nothing is locked."""
+    if fcntl is None:
+        yield
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            busy(os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)

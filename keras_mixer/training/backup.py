@@ -25,6 +25,7 @@ import shutil
 import keras
 
 from keras_mixer import files
+from keras_mixer.training import outputs
 
 METADATA = "training_metadata.json"
 FALLBACK = METADATA + ".bkp"
@@ -60,9 +61,8 @@ def save(model, backup_dir, epoch):
     """Commits the state of `model` (weights and optimizer) after `epoch` epochs."""
     os.makedirs(backup_dir, exist_ok=True)
     name = f"epoch-{epoch}.weights.h5"
-    optimizer = getattr(model, "optimizer", None)
-    variables = [*model.weights, *(optimizer.variables if optimizer is not None else ())]
-    with files.atomic_path(os.path.join(backup_dir, name), room=variables) as tmp:
+    with files.atomic_path(os.path.join(backup_dir, name),
+                           room=outputs.saved_variables(model)) as tmp:
         model.save_weights(tmp)
     current = os.path.join(backup_dir, METADATA)
     if os.path.exists(current):

@@ -20,7 +20,6 @@ and only in a directory whose run_config.json keras-mixer wrote.
 
 import contextlib
 import csv
-import fcntl
 import io
 import json
 import os
@@ -310,17 +309,11 @@ def locked(directory):
         yield  # prepare() refuses it, naming the argument
         return
     os.makedirs(directory, exist_ok=True)
-    fd = os.open(os.path.join(directory, LOCK), os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise ValueError(
-                f"output_dir: {directory!r} is in use by another run (PID {holder}); wait for "
-                f"it to end or choose another --output-dir") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+
+    def refuse(holder):
+        raise ValueError(
+            f"output_dir: {directory!r} is in use by another run (PID {holder}); wait for "
+            f"it to end or choose another --output-dir")
+
+    with files.pid_lock(os.path.join(directory, LOCK), busy=refuse):
         yield
-    finally:
-        os.close(fd)

@@ -8,10 +8,7 @@ import os
 import socket
 import sys
 
-try:
-    import fcntl
-except ImportError:  # Windows: downloads are not locked
-    fcntl = None
+from keras_mixer import files
 
 from keras_mixer.weights.table import (BASE_URL, CACHE_SUBDIR, CHECKPOINTS, FILE_HASHES,
                                        HF_COPIES, MIRROR_ENV)
@@ -82,29 +79,21 @@ def fetch_url(origin, fname, *, cache_dir=None, cache_subdir, file_hash=None, ch
 
 @contextlib.contextmanager
 def _cache_lock(cached):
-    """An exclusive flock on CACHED.lock holding this PID; no lock where the cache
-    folder cannot be written (get_file then falls back elsewhere) or on Windows."""
+    """An exclusive lock on CACHED.lock; none where the cache folder cannot be
+    written (get_file then falls back elsewhere)."""
     try:
         os.makedirs(os.path.dirname(cached), exist_ok=True)
-        fd = os.open(f"{cached}.lock", os.O_RDWR | os.O_CREAT, 0o644) if fcntl else None
+        open(f"{cached}.lock", "a").close()
     except OSError:
-        fd = None
-    if fd is None:
         yield
         return
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            print(f"weights: waiting for PID {holder}, which is downloading {cached}",
-                  file=sys.stderr)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+
+    def wait(holder):
+        print(f"weights: waiting for PID {holder}, which is downloading {cached}",
+              file=sys.stderr)
+
+    with files.pid_lock(f"{cached}.lock", busy=wait):
         yield
-    finally:
-        os.close(fd)
 
 
 def _fetch_unlocked(origin, fname, cached, *, cache_dir, cache_subdir, file_hash, check):
