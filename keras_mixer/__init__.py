@@ -6,9 +6,10 @@
 
 Names are imported on first use, so `import keras_mixer` (and `keras-mixer
 --help`) does not start Keras. Saved `.keras` models need the Mixer layers
-(and a compiled model its layer-decay optimizer) registered with Keras: importing keras_mixer does that whichever of the two
-is imported first (`_lazy.register_after`: at once if Keras is loaded, else
-right after `import keras` completes).
+(and a compiled model its layer-decay optimizer) registered with Keras:
+importing keras_mixer does that whichever of the two is imported first
+(`_lazy.register_after`: at once if Keras is loaded, else right after
+`import keras` completes).
 """
 
 from keras_mixer import _lazy
