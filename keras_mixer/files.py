@@ -10,6 +10,7 @@ import errno
 import os
 import shutil
 import tempfile
+import time
 
 
 try:
@@ -136,12 +137,13 @@ def write_bytes(path, data):
 
 
 @contextlib.contextmanager
-def pid_lock(path, *, busy):
+def pid_lock(path, *, busy, waiting=None):
     """Holds an exclusive flock on `path` (created, holding this PID). When
     another process holds it, `busy(pid_text)` is called first: it raises to
-    refuse, or returns to wait for the holder. The kernel drops the lock when
-    its process dies, so a killed holder leaves nothing stale. Without fcntl
-    (Windows) nothing is locked."""
+    refuse, or returns to wait for the holder; while waiting, `waiting(pid_text)`
+    is called about 4 times a second and raises to give up (without it the wait
+    has no bound). The kernel drops the lock when its process dies, so a killed
+    holder leaves nothing stale. Without fcntl (Windows) nothing is locked."""
     if fcntl is None:
         yield
         return
@@ -150,10 +152,24 @@ def pid_lock(path, *, busy):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            busy(os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown")
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            busy(holder)
+            if waiting is None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            else:
+                while not _try_flock(fd):
+                    waiting(holder)
+                    time.sleep(0.25)
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield
     finally:
         os.close(fd)
+
+
+def _try_flock(fd):
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False

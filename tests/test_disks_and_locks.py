@@ -61,6 +61,55 @@ def test_a_second_run_into_a_busy_output_dir_is_refused_naming_the_holder(tmp_pa
         pass
 
 
+HOLD_LOCK = """
+import sys, time
+from keras_mixer import files
+with files.pid_lock(sys.argv[1], busy=lambda pid: sys.exit(f"busy: {pid}")):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+FETCH = """
+import sys
+from keras_mixer.weights import download
+print(download.fetch_url(sys.argv[1], "w.npz", cache_dir=sys.argv[2], cache_subdir="c",
+                         check=lambda path: None))
+"""
+
+
+def test_a_download_waiting_on_a_stuck_holder_gives_up_naming_its_pid(tmp_path):
+    # The holder keeps the cache file's lock and never downloads: the second fetch
+    # waits a bounded time, then names the holder; once the holder is killed, its
+    # lock is free and the fetch completes.
+    import subprocess
+    import sys
+
+    source = tmp_path / "src.npz"
+    source.write_bytes(b"weights")
+    cache = tmp_path / "cache"
+    (cache / "c").mkdir(parents=True)
+    lock = cache / "c" / "w.npz.lock"
+    env = dict(os.environ, **{download.TIMEOUT_ENV: "1"})
+    argv = [sys.executable, "-c", FETCH, source.as_uri(), str(cache)]
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(lock)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        start = time.monotonic()
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode != 0, done.stdout
+        assert time.monotonic() - start < 30
+        assert "TimeoutError" in done.stderr, done.stderr[-2000:]
+        assert f"PID {holder.pid}" in done.stderr and str(lock) in done.stderr, done.stderr[-2000:]
+        assert not (cache / "c" / "w.npz").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (cache / "c" / "w.npz").read_bytes() == b"weights"
+
+
 def test_backup_clean_up_deletes_only_what_it_wrote(tmp_path):
     pytest.importorskip("tensorflow")
     import keras
@@ -165,3 +214,20 @@ def test_room_is_checked_against_the_free_space(tmp_path, monkeypatch):
         with files.atomic_path(out, room=[np.zeros((100, 100), np.float32)]):
             raise AssertionError("the writer ran on a full disk")
     assert os.listdir(tmp_path) == []
+
+
+def test_export_saved_model_into_a_full_disk_keeps_the_previous_version(tmp_path):
+    pytest.importorskip("tensorflow")
+    from helpers import tiny_mixer
+
+    tiny_mixer().save(tmp_path / "m.keras")
+    old = tmp_path / "sm" / "1"
+    old.mkdir(parents=True)
+    (old / "saved_model.pb").write_text("good")
+    done = _under_file_size_limit(20_000, ["export", "saved-model", "m.keras", "--output", "sm",
+                                           "--overwrite"], tmp_path)
+    assert done.returncode == 2, (done.returncode, done.stderr[-2000:])
+    assert str(old) in done.stderr and "too large" in done.stderr, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    assert os.listdir(tmp_path / "sm") == ["1"] and os.listdir(old) == ["saved_model.pb"]
+    assert (old / "saved_model.pb").read_text() == "good" and not _partials(tmp_path)

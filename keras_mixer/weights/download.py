@@ -4,9 +4,11 @@ the authors' bucket or a mirror (`KERAS_MIXER_WEIGHTS_URL`: a URL or a local
 directory laid out like the bucket)."""
 
 import contextlib
+import glob
 import os
 import socket
 import sys
+import time
 
 from keras_mixer import files
 
@@ -71,7 +73,7 @@ def fetch_url(origin, fname, *, cache_dir=None, cache_subdir, file_hash=None, ch
         os.makedirs(cache_dir, exist_ok=True)
     cached = os.path.join(cache_directory(cache_dir, cache_subdir), fname)
     # One download per cache file at a time: a second process waits, then finds the
-    # finished file (the wait is bounded by the holder's own download timeouts).
+    # finished file; it gives up once the holder's download stalls (see _cache_lock).
     with _cache_lock(cached):
         return _fetch_unlocked(origin, fname, cached, cache_dir=cache_dir,
                                cache_subdir=cache_subdir, file_hash=file_hash, check=check)
@@ -92,7 +94,23 @@ def _cache_lock(cached):
         print(f"weights: waiting for PID {holder}, which is downloading {cached}",
               file=sys.stderr)
 
-    with files.pid_lock(f"{cached}.lock", busy=wait):
+    # Bounded: the wait ends once the holder's partial file has not grown for the
+    # download timeout (a holder that is stopped or stuck, not only a slow one).
+    timeout = download_timeout()
+    progress = {"size": None, "since": time.monotonic()}
+
+    def stalled(holder):
+        size = sum(os.path.getsize(p) for p in glob.glob(glob.escape(cached) + ".partial-*")
+                   if os.path.isfile(p))
+        now = time.monotonic()
+        if size != progress["size"]:
+            progress.update(size=size, since=now)
+        elif now - progress["since"] > timeout:
+            raise TimeoutError(
+                f"weights: PID {holder} holds {cached}.lock and its download has not progressed "
+                f"for {timeout:g} s ({TIMEOUT_ENV}); stop that process or retry later")
+
+    with files.pid_lock(f"{cached}.lock", busy=wait, waiting=stalled):
         yield
 
 
