@@ -7,14 +7,19 @@
 #
 # KERAS_MIXER_ARM64_ROOT   where it goes (default ~/.cache/keras-mixer/arm64;
 #                          never inside the repository)
-# KERAS_MIXER_ARM64_LITERT ai-edge-litert version(s), comma-separated (default
-#                          1.2.0: see docs/export.md#arm64 for why not the x86 pin)
+# KERAS_MIXER_ARM64_LITERT ai-edge-litert version(s), comma-separated (default:
+#                          constraints.txt's pin, the version x86 runs)
+# KERAS_MIXER_ARM64_QEMU   a qemu-aarch64 binary to use (default: Debian trixie's
+#                          qemu-user, 10.x, fetched into ROOT/qemu with a private apt
+#                          state; the host's apt config is not touched). qemu before
+#                          8.1 shows aarch64 programs the host's x86 /proc/cpuinfo, on
+#                          which ai-edge-litert 2.x crashes (docs/export.md#arm64).
 # KERAS_MIXER_ARM64_MIRROR Debian mirror (default http://deb.debian.org/debian)
 #
 # Layout: ROOT/sysroot (Debian bookworm arm64: python3.11 and its libraries,
 # unpacked with debootstrap --foreign and dpkg-deb, no chroot or binfmt_misc
 # needed), ROOT/wheels/<version> (aarch64 wheels from PyPI), ROOT/site-<version>
-# (those wheels installed with pip --target), ROOT/python (a launcher:
+# (those wheels installed with pip --target), ROOT/qemu (qemu-user), ROOT/python (a launcher:
 # `ROOT/python [--litert VERSION] script.py ...` runs the aarch64 Python).
 set -euo pipefail
 
@@ -23,11 +28,14 @@ die() { printf 'arm64-setup: error: %s\n' "$*" >&2; exit 1; }
 
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 ROOT=${KERAS_MIXER_ARM64_ROOT:-$HOME/.cache/keras-mixer/arm64}
-VERSIONS=${KERAS_MIXER_ARM64_LITERT:-1.2.0}
+QEMU=${KERAS_MIXER_ARM64_QEMU:-}
 MIRROR=${KERAS_MIXER_ARM64_MIRROR:-http://deb.debian.org/debian}
 SUITE=bookworm
 # The NumPy that the x86 side pins (constraints.txt), so both run one NumPy.
 NUMPY=$(sed -n 's/^numpy==//p' "$REPO/constraints.txt")
+PINNED=$(sed -n 's/^ai-edge-litert==//p' "$REPO/constraints.txt")
+VERSIONS=${KERAS_MIXER_ARM64_LITERT:-$PINNED}
+QEMU_SUITE=trixie
 PACKAGES=python3.11-minimal,libpython3.11-stdlib,libstdc++6,libgcc-s1
 
 [ $# -eq 0 ] || die "takes no arguments (got: $*); configure with the KERAS_MIXER_ARM64_* variables"
@@ -44,6 +52,9 @@ for v in ${VERSIONS//,/ }; do
     || die "KERAS_MIXER_ARM64_LITERT: expected versions such as 1.2.0 or 1.2.0,2.3.0; got '$VERSIONS'"
 done
 [ -n "$NUMPY" ] || die "no numpy==VERSION line in $REPO/constraints.txt"
+if [ -n "$QEMU" ] && ! [ -x "$QEMU" ]; then
+  die "KERAS_MIXER_ARM64_QEMU: expected an executable qemu-aarch64 binary; got '$QEMU'"
+fi
 
 host=$(uname -m)
 [ "$host" = x86_64 ] || [ "$host" = aarch64 ] \
@@ -52,7 +63,6 @@ host=$(uname -m)
 need=()
 command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v dpkg-deb >/dev/null || need+=(dpkg)
-[ "$host" = aarch64 ] || command -v qemu-aarch64-static >/dev/null || need+=(qemu-user-static)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     say "installing ${need[*]} (apt-get)"
@@ -64,6 +74,7 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 PIP=(python3 -m pip)
+export PIP_ROOT_USER_ACTION=ignore
 "${PIP[@]}" --version >/dev/null 2>&1 || die "needs pip for the host's python3 (to fetch aarch64 wheels)"
 
 mkdir -p "$ROOT"
@@ -92,9 +103,36 @@ else
   say "sysroot: unpacked ${#debs[@]} packages"
 fi
 
-# 2. The launcher: the aarch64 Python, under qemu on x86_64.
+# 2. qemu-user from Debian trixie (statically linked: it runs on any x86_64
+# Linux), fetched with apt into a private state under ROOT.
+if [ "$host" = x86_64 ] && [ -z "$QEMU" ]; then
+  QEMU=$ROOT/qemu/usr/bin/qemu-aarch64
+  if [ -x "$QEMU" ] && [ -f "$ROOT/qemu/.complete" ]; then
+    say "qemu: kept $QEMU ($(head -1 "$ROOT/qemu/.complete"))"
+  else
+    say "qemu: fetching qemu-user from Debian $QEMU_SUITE into $ROOT/qemu"
+    command -v apt-get >/dev/null || die "needs apt-get to fetch qemu-user (or set KERAS_MIXER_ARM64_QEMU)"
+    apt_dir=$ROOT/apt
+    mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial" "$apt_dir/debs"
+    echo "deb $MIRROR $QEMU_SUITE main" > "$apt_dir/sources.list"
+    apt_opts=(-o "Dir::Etc::SourceList=$apt_dir/sources.list" -o Dir::Etc::SourceParts=/dev/null
+              -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir/cache"
+              -o APT::Architecture=amd64 -o APT::Sandbox::User=root)
+    apt-get "${apt_opts[@]}" update -qq > "$ROOT/apt.log" 2>&1 \
+      || die "apt-get update for Debian $QEMU_SUITE failed; see $ROOT/apt.log"
+    (cd "$apt_dir/debs" && rm -f ./*.deb && apt-get "${apt_opts[@]}" download qemu-user) >> "$ROOT/apt.log" 2>&1 \
+      || die "apt-get download qemu-user ($QEMU_SUITE) failed; see $ROOT/apt.log"
+    rm -rf "$ROOT/qemu" && mkdir -p "$ROOT/qemu"
+    dpkg-deb -x "$apt_dir"/debs/qemu-user_*.deb "$ROOT/qemu" || die "dpkg-deb -x qemu-user failed"
+    rm -f "$apt_dir"/debs/*.deb
+    "$QEMU" --version > "$ROOT/qemu/.complete" 2>&1 || die "$QEMU does not run; see $ROOT/qemu/.complete"
+    say "qemu: $(head -1 "$ROOT/qemu/.complete")"
+  fi
+fi
+
+# 3. The launcher: the aarch64 Python, under qemu on x86_64.
 if [ "$host" = x86_64 ]; then
-  RUN="exec qemu-aarch64-static -L \"$SYSROOT\" \${QEMU_FLAGS:-} \"$SYSROOT/usr/bin/python3.11\""
+  RUN="exec \"$QEMU\" -L \"$SYSROOT\" \${QEMU_FLAGS:-} \"$SYSROOT/usr/bin/python3.11\""
 else
   RUN="exec \"$SYSROOT/usr/bin/python3.11\""  # a real ARM64 host: the same files, natively
 fi
@@ -113,7 +151,7 @@ LAUNCHER
 chmod +x "$ROOT/python.tmp" && mv "$ROOT/python.tmp" "$ROOT/python"
 say "launcher: $ROOT/python"
 
-# 3. aarch64 wheels of ai-edge-litert and NumPy, installed with pip --target.
+# 4. aarch64 wheels of ai-edge-litert and NumPy, installed with pip --target.
 # Every manylinux tag up to bookworm's glibc 2.36.
 platforms=(--platform manylinux2014_aarch64)
 for minor in $(seq 17 36); do platforms+=(--platform "manylinux_2_${minor}_aarch64"); done
