@@ -77,8 +77,11 @@ PIP=(python3 -m pip)
 export PIP_ROOT_USER_ACTION=ignore
 "${PIP[@]}" --version >/dev/null 2>&1 || die "needs pip for the host's python3 (to fetch aarch64 wheels)"
 
-mkdir -p "$ROOT"
+mkdir -p "$ROOT" || die "cannot create KERAS_MIXER_ARM64_ROOT '$ROOT'"
 SYSROOT=$ROOT/sysroot
+if ! [ -f "$SYSROOT/.complete" ] && [ "$(id -u)" != 0 ]; then
+  die "debootstrap needs root: run this as root (sudo -E $0) once; later runs only check"
+fi
 
 # 1. Debian arm64: debootstrap's first stage downloads and resolves the
 # packages; --foreign unpacks only the base, so every .deb is unpacked here
