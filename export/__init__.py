@@ -6,7 +6,9 @@ sidecar contract for apps; LiteRT Quantizer recipes (dynamic, w8a8, w8a16)
 on a float .tflite as a second path;
 for servers, SavedModels (optionally XLA, optionally bfloat16), ONNX and
 OpenVINO IR; each file verified against its Keras model in its own runtime
-(LiteRT, ONNX Runtime, OpenVINO). It imports the model core, never training.
+(LiteRT, ONNX Runtime, OpenVINO). For PyTorch users, timm repositories
+(config.json + model.safetensors: `export_timm`, checked against real timm by
+the `-m timm` tests, not at export time). It imports the model core, never training.
 
     from keras_mixer.export import export_tflite, export_onnx, export_openvino, verify
 
@@ -23,4 +25,5 @@ from .quantizer import quantize_tflite  # noqa: E402
 from .saved_model import export_saved_model  # noqa: E402
 from .servers import export_onnx, export_openvino  # noqa: E402
 from .tflite import export_tflite  # noqa: E402
+from .timm_format import export_timm  # noqa: E402
 from .verify import verify, verify_tflite  # noqa: E402

@@ -1,4 +1,4 @@
-"""`keras-mixer export tflite|quantize|saved-model|onnx|openvino|verify`: parse, then call
+"""`keras-mixer export tflite|quantize|timm|saved-model|onnx|openvino|verify`: parse, then call
 a plain function."""
 
 import json
@@ -70,6 +70,17 @@ def add_parsers(subparsers):
     p.add_argument("--float-ops", default="", help="ops kept float, comma-separated (RSQRT,...)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(run=_run_quantize)
+
+    p = sub.add_parser("timm", help="a timm repository directory (config.json + model.safetensors)")
+    p.add_argument("model", type=path_arg, help=model_help)
+    p.add_argument("-o", "--output", required=True, type=path_arg, help="the repository DIRECTORY")
+    p.add_argument("--weights", help=WEIGHTS_HELP + "; required with a variant")
+    p.add_argument("--labels", type=path_arg,
+                   help="'digits' or a text file with one class name per line, written as "
+                        "label_names (default: a timm repository's own --weights label_names)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace config.json and model.safetensors in a non-empty DIRECTORY")
+    p.set_defaults(run=_run_timm)
 
     for name, suffix, runtime in (("onnx", ".onnx", "ONNX Runtime"),
                                   ("openvino", ".xml", "OpenVINO (+ .bin beside it)")):
@@ -155,6 +166,21 @@ def _run_quantize(args):
         f"{w['tensor']} {w['snr_db']:.1f} dB" for w in report["worst_layers"]))
     xnn = report["xnnpack"]
     print(f"XNNPACK (CPU): {xnn['partitions']} partition(s), whole graph in one: {xnn['whole_graph']}")
+
+
+def _run_timm(args):
+    from keras_mixer.export.timm_format import export_timm
+
+    report = export_timm(args.model, args.output, weights=_weights(args), labels=args.labels,
+                         overwrite=args.overwrite)
+    args_text = ", ".join(f"{k}={v}" for k, v in report["model_args"].items())
+    print(f"wrote {report['path']}: " + ", ".join(report["files"]) +
+          f" ({report['tensors']} tensors, {report['bytes']:,} bytes)")
+    print(f"timm architecture {report['architecture']}" + (f" with {args_text}" if args_text else "")
+          + f"; open it with timm.create_model('local-dir:{report['path']}', pretrained=True)")
+    if report["gelu_form"] == "tanh":
+        print("note: the model uses tanh GELU; timm computes exact GELU unless given "
+              "act_layer=functools.partial(torch.nn.GELU, approximate='tanh')")
 
 
 def _run_server_format(args):

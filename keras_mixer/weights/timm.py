@@ -56,6 +56,7 @@ def source(where, variant, *, name, tag=None):
         name=name, kind=SourceKind.TIMM, tag=tag, variant=variant, path=path, repo=repo,
         classes=info["classes"], resolution=info["resolution"],
         gelu_form=info["gelu_form"], label_names=info["label_names"],
+        tokens_mlp_dim=info["tokens_mlp_dim"],
         preprocessing=dict(info["preprocessing"], crop_fraction=info["crop_fraction"],
                            interpolation=info["interpolation"]))
 
@@ -226,7 +227,9 @@ def read_timm_config(path):
     checked (a ValueError names the file, the field and its value).
 
     Returns dict(variant=(letter, patch), resolution, classes, gelu_form,
-    preprocessing=dict(scale, offset), crop_fraction, interpolation, label_names).
+    preprocessing=dict(scale, offset), crop_fraction, interpolation, label_names,
+    tokens_mlp_dim): the last None but for keras-mixer's exports of tiled models,
+    whose `model_args` give timm their img_size and mlp_ratio.
     """
     try:
         with open(path, encoding="utf-8") as f:
@@ -265,19 +268,49 @@ def read_timm_config(path):
     if names is not None and not (isinstance(names, list) and len(names) == classes
                                   and all(isinstance(n, str) for n in names)):
         field("label_names", names, f"a list of {classes} strings (num_classes)")
+    letter = match.group(1).upper()
+    tokens_mlp_dim = _model_args(field, config.get("model_args", {}), letter, input_size)
     tag = "".join(v for v in (cfg.get("tag"), cfg.get("hf_hub_id")) if isinstance(v, str))
+    # What keras-mixer's export wrote, else: the authors' Flax weights were trained
+    # with tanh GELU; anything trained in PyTorch (timm's nn.GELU) with the exact one.
+    ours = config.get("keras_mixer", {})
+    if not isinstance(ours, dict) or ours.get("gelu_form", "tanh") not in ("tanh", "erf"):
+        field("keras_mixer", ours, "an object whose gelu_form is 'tanh' or 'erf'")
     return dict(
-        variant=(match.group(1).upper(), int(match.group(2))),
+        variant=(letter, int(match.group(2))),
         resolution=(input_size[1], input_size[2]),
         classes=classes,
-        # The authors' Flax weights were trained with tanh GELU; anything trained in
-        # PyTorch (timm's nn.GELU) with the exact one.
-        gelu_form="tanh" if "goog" in tag else "erf",
+        gelu_form=ours.get("gelu_form") or ("tanh" if "goog" in tag else "erf"),
+        tokens_mlp_dim=tokens_mlp_dim,
         preprocessing=_rescaling(mean, std),
         crop_fraction=float(crop),
         interpolation=interpolation,
         label_names=names,
     )
+
+
+# Widths of timm's Mixers by letter; the MLPs are (0.5, 4.0) x width unless
+# model_args' mlp_ratio says otherwise (keras-mixer's export of a tiled model).
+_WIDTHS = {"S": 512, "B": 768, "L": 1024, "H": 1280}
+
+
+def _model_args(field, args, letter, input_size):
+    """The token-MLP width that `model_args` (img_size, mlp_ratio) give, or None
+    for timm's default; other arguments change the function and are refused."""
+    if not isinstance(args, dict) or set(args) - {"img_size", "mlp_ratio"}:
+        field("model_args", args, "an object of img_size and mlp_ratio only")
+    size = args.get("img_size", input_size[1:])
+    if (list(size) if isinstance(size, (list, tuple)) else [size, size]) != input_size[1:]:
+        field("model_args.img_size", size, f"pretrained_cfg.input_size's {input_size[1:]}")
+    ratio = args.get("mlp_ratio", [0.5, 4.0])
+    ratio = ratio if isinstance(ratio, list) else [ratio, ratio]
+    width = _WIDTHS[letter]
+    if not (len(ratio) == 2 and all(_number(r) and r > 0 for r in ratio)
+            and int(ratio[0] * width) >= 1 and int(ratio[1] * width) == 4 * width):
+        field("model_args.mlp_ratio", args["mlp_ratio"],
+              "[tokens ratio, 4.0] (keras-mixer's variants have 4 x width channel MLPs)")
+    tokens = int(ratio[0] * width)
+    return None if tokens == width // 2 else tokens
 
 
 def _config_field(path, name, value, allowed):
