@@ -88,9 +88,7 @@ def _build(
     config, grid, input_tensor, input_shape, include_top, pooling, classes,
     classifier_activation, dropout, drop_path_rate, gelu_form, preprocessing, name,
 ):
-    num_blocks, hidden = config["num_blocks"], config["hidden_dim"]
-    patch = config["patch_size"]
-    num_tokens = grid[0] * grid[1]
+    hidden = config["hidden_dim"]
     if input_tensor is None:
         inputs = x = keras.Input(shape=input_shape, name="image")
     elif keras.backend.is_keras_tensor(input_tensor):
@@ -100,24 +98,7 @@ def _build(
         inputs = x = keras.Input(tensor=input_tensor, shape=input_shape, name="image")
     # The checkpoint's own input normalization (RGB 0-255 in).
     x = InputRescaling(**preprocessing, name="rescaling")(x)
-    # "same" is the authors' padding; it equals "valid" when the size is a
-    # multiple of the patch, and pads the last row/column of patches otherwise.
-    x = keras.layers.Conv2D(
-        hidden, patch, strides=patch, padding="same", name="stem",
-        kernel_initializer="lecun_normal",
-    )(x)
-    x = keras.layers.Reshape((num_tokens, hidden), name="tokens")(x)
-    for i in range(num_blocks):
-        x = MixerBlock(
-            num_tokens, hidden, config["tokens_mlp_dim"], config["channels_mlp_dim"],
-            # Stochastic depth rises linearly from 0 (first block) to the rate (last).
-            drop_path_rate=drop_path_rate * i / max(num_blocks - 1, 1),
-            gelu_form=gelu_form,
-            name=f"MixerBlock_{i}",
-        )(x)
-    x = keras.layers.LayerNormalization(
-        epsilon=LAYER_NORM_EPSILON, name="pre_head_layer_norm"
-    )(x)
+    x = mixer_trunk(x, config, grid, drop_path_rate=drop_path_rate, gelu_form=gelu_form)
     if include_top:
         # Pool after the final norm, as the checkpoints were trained.
         x = keras.layers.GlobalAveragePooling1D(name="avg_pool")(x)
@@ -135,6 +116,32 @@ def _build(
     else:
         x = keras.layers.Reshape((*grid, hidden), name="feature_map")(x)
     return keras.Model(inputs, x, name=name)
+
+
+def mixer_trunk(x, config, grid, *, drop_path_rate=0.0, gelu_form="tanh"):
+    """stem -> tokens -> MixerBlock_{i} -> pre_head_layer_norm on normalized
+    images `x`: (batch, tokens, C). Shared by `Mixer` and keras-hub's
+    `keras_mixer.hub.MixerBackbone`, so both compute one model."""
+    num_blocks, hidden, patch = config["num_blocks"], config["hidden_dim"], config["patch_size"]
+    num_tokens = grid[0] * grid[1]
+    # "same" is the authors' padding; it equals "valid" when the size is a
+    # multiple of the patch, and pads the last row/column of patches otherwise.
+    x = keras.layers.Conv2D(
+        hidden, patch, strides=patch, padding="same", name="stem",
+        kernel_initializer="lecun_normal",
+    )(x)
+    x = keras.layers.Reshape((num_tokens, hidden), name="tokens")(x)
+    for i in range(num_blocks):
+        x = MixerBlock(
+            num_tokens, hidden, config["tokens_mlp_dim"], config["channels_mlp_dim"],
+            # Stochastic depth rises linearly from 0 (first block) to the rate (last).
+            drop_path_rate=drop_path_rate * i / max(num_blocks - 1, 1),
+            gelu_form=gelu_form,
+            name=f"MixerBlock_{i}",
+        )(x)
+    return keras.layers.LayerNormalization(
+        epsilon=LAYER_NORM_EPSILON, name="pre_head_layer_norm"
+    )(x)
 
 
 def feature_extractor(model, *, blocks=None, pre_logits=True):
