@@ -34,3 +34,6 @@ __getattr__, __dir__ = _lazy.exports(__name__, _EXPORTS)
 # keras.saving.load_model finds the Mixer layers (and the layer-decay
 # optimizers of a compiled model) only once they are registered.
 _lazy.register_after("keras", "keras_mixer.saveables")
+# keras-hub's from_preset finds the Mixer's keras-hub classes (keras_mixer.hub)
+# once keras_hub is imported too, in either order; keras-hub stays optional.
+_lazy.register_after("keras_hub", "keras_mixer.hub")

@@ -40,8 +40,9 @@ def preprocess_input(x, data_format=None):
 
 def eval_resize_crop(image, size=(224, 224), crop_fraction=CROP_FRACTION,
                      interpolation="bicubic"):
-    """Paper's eval transform on one (H, W, 3) image: resize the shorter side to
-    size / crop_fraction, centre-crop `size`. Returns float32 0-255."""
+    """Paper's eval transform on one (H, W, 3) image, or a batch (N, H, W, 3) of
+    one size: resize the shorter side to size / crop_fraction, centre-crop
+    `size`. Returns float32 0-255."""
     if interpolation not in INTERPOLATIONS:
         raise ValueError(f"interpolation: expected one of {INTERPOLATIONS}; got {interpolation!r}")
     if type(image).__module__.startswith("tensorflow"):
@@ -50,11 +51,13 @@ def eval_resize_crop(image, size=(224, 224), crop_fraction=CROP_FRACTION,
 
     height, width = size
     image = np.asarray(image)
-    new = _resized_shape(image.shape[:2], size, crop_fraction)
-    x = ops.image.resize(ops.cast(image[None], "float32"), new, interpolation=interpolation,
-                         antialias=False, data_format="channels_last")[0]
+    batch = image if image.ndim == 4 else image[None]
+    new = _resized_shape(batch.shape[1:3], size, crop_fraction)
+    x = ops.image.resize(ops.cast(batch, "float32"), new, interpolation=interpolation,
+                         antialias=False, data_format="channels_last")
     top, left = (new[0] - height) // 2, (new[1] - width) // 2
-    return np.clip(np.asarray(x)[top:top + height, left:left + width], 0.0, 255.0)
+    x = np.clip(np.asarray(x)[:, top:top + height, left:left + width], 0.0, 255.0)
+    return x if image.ndim == 4 else x[0]
 
 
 def _resized_shape(shape, size, crop_fraction):
@@ -68,15 +71,15 @@ def _tf_resize_crop(image, size, crop_fraction, interpolation):
     import tensorflow as tf
 
     height, width = size
-    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    shape = tf.cast(tf.shape(image)[-3:-1], tf.float32)  # one image or a batch
     scale = tf.reduce_max(tf.constant([height, width], tf.float32) / crop_fraction / shape)
     new = tf.cast(tf.math.ceil(shape * scale), tf.int32)
     image = tf.image.resize(tf.cast(image, tf.float32), new, method=interpolation)
     top = (new[0] - height) // 2
     left = (new[1] - width) // 2
-    image = image[top:top + height, left:left + width, :]
+    image = image[..., top:top + height, left:left + width, :]
     image = tf.clip_by_value(image, 0.0, 255.0)
-    return tf.ensure_shape(image, (height, width, 3))
+    return tf.ensure_shape(image, image.shape[:-3].concatenate((height, width, 3)))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""`keras-mixer export tflite|quantize|timm|saved-model|onnx|openvino|verify`: parse, then call
+"""`keras-mixer export tflite|quantize|timm|saved-model|onnx|openvino|keras-hub|verify`: parse, then call
 a plain function."""
 
 import json
@@ -95,6 +95,16 @@ def add_parsers(subparsers):
         p.add_argument("--output-kind", help="probabilities or logits: what the model outputs (default: read from its graph; a sigmoid or unknown head is refused)")
         p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
         p.set_defaults(run=_run_server_format, export_format=name)
+
+    p = sub.add_parser("keras-hub", help="a keras-hub preset directory (ImageClassifier.from_preset)")
+    p.add_argument("model", type=path_arg, help=model_help)
+    p.add_argument("-o", "--output", required=True, type=path_arg, help="the preset DIRECTORY")
+    p.add_argument("--weights", help=WEIGHTS_HELP + "; required with a variant")
+    p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+                   help=f"largest output difference from keras-mixer allowed on the check "
+                        f"images (default: {DEFAULT_TOLERANCE})")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing directory")
+    p.set_defaults(run=_run_keras_hub)
 
     p = sub.add_parser("verify", help="run an exported file in its runtime against its Keras model")
     p.add_argument("tflite", metavar="FILE", type=path_arg,
@@ -196,6 +206,17 @@ def _run_server_format(args):
           f"{contract['output']['name']!r} {contract['output']['shape']} ({contract['output']['kind']})")
     print(f"checked against Keras on {check['images']} images: max abs difference "
           f"{check['max_abs_error']:.3g} (probabilities), top-1 agreement {check['top1_agreement']:.3f}")
+
+
+def _run_keras_hub(args):
+    from keras_mixer.export.hub import export_keras_hub
+
+    report = export_keras_hub(args.model, args.output, weights=_weights(args),
+                              tolerance=args.tolerance, overwrite=args.overwrite)
+    print(f"wrote {report['path']}: " + ", ".join(report["files"]))
+    check = report["check"]
+    print(f"checked with keras_hub's from_preset on {check['images']} raw images: max abs "
+          "difference " + ", ".join(f"{k} {v:.3g}" for k, v in check["max_abs_error"].items()))
 
 
 def _run_verify(args):
