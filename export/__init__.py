@@ -8,7 +8,9 @@ for servers, SavedModels (optionally XLA, optionally bfloat16), ONNX and
 OpenVINO IR; each file verified against its Keras model in its own runtime
 (LiteRT, ONNX Runtime, OpenVINO). For PyTorch users, timm repositories
 (config.json + model.safetensors: `export_timm`, checked against real timm by
-the `-m timm` tests, not at export time). It imports the model core, never training.
+the `-m timm` tests, not at export time); for keras-hub users, presets
+(`export_keras_hub`, loaded back by keras-hub before the rename). It imports
+the model core, never training.
 
     from keras_mixer.export import export_tflite, export_onnx, export_openvino, verify
 
@@ -20,6 +22,7 @@ if __name__ != "keras_mixer.export":
     raise ImportError(
         f"this package is keras_mixer.export; import it under that name, not {__name__!r}")
 
+from .hub import export_keras_hub  # noqa: E402
 from .metadata import read_contract  # noqa: E402
 from .quantizer import quantize_tflite  # noqa: E402
 from .saved_model import export_saved_model  # noqa: E402
