@@ -25,7 +25,7 @@ DESIGN = "docs/design.md"
 SECTION = "## Private APIs we rely on"
 # Where the inventory looks for uses: the package, the exporter, the harness.
 SOURCES = ("keras_mixer", "export", "benchmarks")
-PACKAGES = ("keras", "tensorflow", "ai-edge-litert", "litert-quantizer", "h5py")
+PACKAGES = ("keras", "tensorflow", "ai-edge-litert", "litert-quantizer", "h5py", "keras-hub")
 
 # API (as the docs table's first cell names it) -> (files that use it, the
 # text that marks a use in those files, the check). Filled by @canary.
@@ -357,6 +357,34 @@ def _no_quantize(tmp_path):
             {"regex", "operation", "algorithm_key"} <= set(r) for r in rules), (name, rules)
 
 
+# --- keras-hub --------------------------------------------------------------
+
+
+@canary("ImageConverter.resizing", ["keras_mixer/hub.py"], ["self.resizing"])
+def _image_converter_resizing(tmp_path):
+    keras_hub = pytest.importorskip("keras_hub")
+    import keras
+
+    class Zeros(keras.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.height, self.width = 4, 5
+
+        def call(self, images):
+            return keras.ops.zeros((keras.ops.shape(images)[0], 4, 5, 3))
+
+    converter = keras_hub.layers.ImageConverter(image_size=(4, 5), scale=2.0, offset=0.5,
+                                                crop_to_aspect_ratio=True)
+    assert isinstance(converter.resizing, keras.layers.Layer), type(converter.resizing)
+    converter.resizing = Zeros()
+    assert tuple(converter.image_size) == (4, 5), converter.image_size
+    out = keras.ops.convert_to_numpy(converter(np.full((1, 9, 7, 3), 200.0, "float32")))
+    # `call` resizes with self.resizing, then scales and offsets: 2 * 0 + 0.5.
+    np.testing.assert_array_equal(out, np.full((1, 4, 5, 3), 0.5, "float32"))
+    converter.image_size = (6, 7)
+    assert (converter.resizing.height, converter.resizing.width) == (6, 7)
+
+
 # --- the tests ----------------------------------------------------------------
 
 
@@ -440,8 +468,9 @@ def own_private_names(trees):
 
 
 # Library modules imported as their documented entry points; any deeper one is internal.
-PUBLIC_MODULES = {"keras", "tensorflow", "ai_edge_litert.interpreter", "litert_quantizer"}
-LIBRARIES = ("keras", "tensorflow", "ai_edge_litert", "litert_quantizer", "tf_keras")
+PUBLIC_MODULES = {"keras", "tensorflow", "ai_edge_litert.interpreter", "litert_quantizer",
+                  "keras_hub", "keras_hub.models", "keras_hub.layers"}
+LIBRARIES = ("keras", "tensorflow", "ai_edge_litert", "litert_quantizer", "tf_keras", "keras_hub")
 
 
 def test_the_code_uses_no_private_library_name_the_table_lacks():
