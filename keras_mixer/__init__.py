@@ -27,6 +27,7 @@ _EXPORTS = {
     "load_image": ".preprocessing",
     "EvalTransform": ".preprocessing",
     "load_model": ".inference",
+    "plot_token_mixing": ".visualize",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = _lazy.exports(__name__, _EXPORTS)

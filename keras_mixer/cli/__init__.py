@@ -3,6 +3,7 @@
     keras-mixer predict | convert          keras_mixer.cli.predict
     keras-mixer train | evaluate | tune    keras_mixer.cli.train
     keras-mixer export tflite | ...        keras_mixer.cli.export
+    keras-mixer visualize                  keras_mixer.cli.visualize
 
 Library modules are imported inside each command's `run`, so `--help` does not
 start TensorFlow.
@@ -14,7 +15,7 @@ import os
 import sys
 import tempfile
 
-from keras_mixer.cli import export, predict, train
+from keras_mixer.cli import export, predict, train, visualize
 
 EXAMPLES = """examples:
   keras-mixer train                                  # small Mixer on the embedded digits
@@ -28,9 +29,9 @@ EXAMPLES = """examples:
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="keras-mixer", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="MLP-Mixer for Keras 3: predict, convert, train, tune, export.")
+        description="MLP-Mixer for Keras 3: predict, convert, train, tune, export, visualize.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (predict, train, export):
+    for module in (predict, train, export, visualize):
         module.add_parsers(subparsers)
     return parser
 
