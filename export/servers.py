@@ -192,9 +192,7 @@ def _quantize_onnx(path, images):
         def get_next(self):
             return next(self.batches, None)
 
-    import onnx
-
-    name = onnx.load(path, load_external_data=False).graph.input[0].name
+    name = open_runtime(path).io()[0]["name"]
     quantized = path + ".int8.onnx"
     logging.disable(logging.WARNING)  # quiet: it advises a shape pre-pass Keras' file needs not
     try:
