@@ -9,6 +9,9 @@ float32 GEMM peak, and ratio to the fastest runtime of the row.
   xla_f32, xla_bf16      SavedModel serving_default, XLA, float32 / bfloat16 compute
   graph_f32, graph_bf16  the same without XLA (TF graph mode; S/16 only, for time)
   onnxruntime            .onnx, ONNX Runtime CPU provider
+  onnxruntime_int8       .onnx static int8 (QDQ, `export onnx --quantize int8`),
+                         calibrated on the digits; random weights make its
+                         accuracy gate meaningless, so it is reported, not enforced
   openvino_f32           .xml, OpenVINO CPU pinned to float32
   openvino_default       .xml, OpenVINO CPU at its own precision (bfloat16 on
                          AVX512_BF16/AMX CPUs, float32 elsewhere: recorded, and
@@ -28,10 +31,13 @@ import numpy as np
 
 from . import harness
 
-RUNTIMES = ("xla_f32", "xla_bf16", "graph_f32", "graph_bf16", "onnxruntime", "openvino_f32",
+RUNTIMES = ("xla_f32", "xla_bf16", "graph_f32", "graph_bf16", "onnxruntime", "onnxruntime_int8",
+            "openvino_f32",
             "openvino_default", "litert_fp32", "litert_dynamic")
 FULL = dict(variants=("S/16", "B/16"), graph=("S/16",), batches=(1, 8), size=224, rounds=7,
             n=harness.GEMM_N)
+# Calibration images of the int8 file (the digits; random weights need no more).
+INT8_SAMPLES = 50
 QUICK = dict(variants=("quick",), graph=("quick",), batches=(1, 2), size=32, rounds=2, n=256)
 
 
@@ -74,6 +80,10 @@ def _export_all(variant, size, tmp, threads, *, graph):
                 export_saved_model(model, f"{tag}_{name}", xla=xla, precision=precision))}))
     timed("onnxruntime", lambda: _check(servers.export_onnx(model, f"{tag}_onnx.onnx")))
     runners["onnxruntime"] = runtimes.open_runtime(f"{tag}_onnx.onnx", num_threads=threads).predict
+    timed("onnxruntime_int8", lambda: _check_int8(servers.export_onnx(
+        model, f"{tag}_int8.onnx", quantize="int8", num_samples=INT8_SAMPLES, gate=False)))
+    runners["onnxruntime_int8"] = runtimes.open_runtime(f"{tag}_int8.onnx",
+                                                        num_threads=threads).predict
     timed("openvino_f32", lambda: _check(servers.export_openvino(model, f"{tag}_openvino.xml")))
     for name, precision in (("openvino_f32", "float32"), ("openvino_default", "default")):
         ov = runtimes.open_runtime(f"{tag}_openvino.xml", num_threads=threads, precision=precision)
@@ -99,6 +109,11 @@ def _check(report):
     return {"bytes": report["bytes"], "max_abs_error": report["check"]["max_abs_error"]}
 
 
+def _check_int8(report):
+    gate = report["verify"]
+    return {"bytes": report["bytes"], "top1_agreement": gate["top1_agreement"]}
+
+
 def _row(variant, batch, runners, probes, s):
     x = harness.images(batch, s["size"])
     fns = {name: (lambda f=f: f(x)) for name, f in runners.items()}
@@ -120,7 +135,8 @@ def render(data):
            f"Every runtime on {data['threads']} threads, the same random-init weights, the "
            "same float32 batch, interleaved rounds. Cells: images/s median [min-max], the "
            "median fraction of that round's float32 GEMM peak, and the median per-round "
-           "ratio to the row's fastest runtime. `litert_dynamic` has int8 weights.\n"]
+           "ratio to the row's fastest runtime. `litert_dynamic` has int8 weights, "
+           "`onnxruntime_int8` int8 weights and activations.\n"]
     for variant in dict.fromkeys(r["variant"] for r in data["rows"]):
         rows = [r for r in data["rows"] if r["variant"] == variant]
         names = [n for n in RUNTIMES if n in rows[0]["modes"]]
@@ -146,6 +162,8 @@ def render(data):
         for name, f in facts.items():
             extra = [f"{f['export_s']} s"] if "export_s" in f else []
             extra += [f"diff {f['max_abs_error']:.1e}"] if "max_abs_error" in f else []
+            extra += [f"top-1 agreement {f['top1_agreement']:.2f} (random weights)"] \
+                if "top1_agreement" in f else []
             extra += [f"runs {f['inference_precision']}"] if "inference_precision" in f else []
             extra += [f"{f['xnnpack_partitions']} partition(s)"] if "xnnpack_partitions" in f else []
             parts.append(f"{name} {', '.join(extra)}")

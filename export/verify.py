@@ -78,8 +78,17 @@ def verify(path, model, *, weights=None, images="default", count=100,
         from .data import check_source
 
         check_source(images, data_dir=data_dir, arg="images")
-    exported = open_runtime(path, num_threads=num_threads, precision=precision)
     net = inference.load_model(common.fspath(model), weights=weights)
+    return check_file(path, net, images=images, count=count, num_threads=num_threads,
+                      precision=precision, data_dir=data_dir, gate=gate, thresholds=thresholds,
+                      kind=_file_kind(path, precision))
+
+
+def check_file(path, net, *, images, count, num_threads, precision, data_dir, gate, thresholds,
+               kind):
+    """`verify` after its checks, on a loaded model `net`, under the gate of `kind`
+    (a key of GATES): the exporters check a draft (with no sidecar yet) with it."""
+    exported = open_runtime(path, num_threads=num_threads, precision=precision)
     if common.static_image_size(net) != exported.image_size:
         raise ValueError(
             f"model: takes {common.static_image_size(net)} images but {path!r} takes "
@@ -105,7 +114,7 @@ def verify(path, model, *, weights=None, images="default", count=100,
     if y is not None:
         report["keras_accuracy"] = float(np.mean(expected.argmax(-1) == y))
         report[accuracy_key] = float(np.mean(got.argmax(-1) == y))
-    report["gate"] = _gate(report, accuracy_key, _file_kind(path, precision), thresholds)
+    report["gate"] = _gate(report, accuracy_key, kind, thresholds)
     if gate and not report["gate"]["passed"]:
         raise VerificationFailed(
             f"{path}: failed verification against the Keras model on {len(x)} images: "
@@ -128,14 +137,15 @@ def _check_thresholds(thresholds):
 
 def _file_kind(path, precision):
     """The key of GATES for an exported file."""
-    if path.endswith(".tflite"):
-        from .metadata import read_contract
+    from .metadata import read_contract
 
-        try:
-            quantize = read_contract(path).get("quantize")
-        except FileNotFoundError:  # no sidecar: the lenient gate
-            quantize = None
+    try:
+        quantize = read_contract(path).get("quantize")
+    except FileNotFoundError:  # no sidecar: the lenient gate for a .tflite
+        quantize = None if path.endswith(".tflite") else "none"
+    if path.endswith(".tflite") or quantize == "int8":
         return {"none": "float", "float16": "float16"}.get(quantize, "quantized")
+    # A float server file (no "quantize" in its sidecar before int8 existed).
     if path.endswith(".xml") and precision != "float32":
         return "quantized"
     return "float"

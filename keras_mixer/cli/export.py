@@ -11,6 +11,7 @@ from keras_mixer.export import tflite as tflite_lib
 from keras_mixer.export.runtimes import OPENVINO_PRECISIONS
 from keras_mixer.export.servers import DEFAULT_TOLERANCE
 from keras_mixer.export.targets import TARGETS
+from keras_mixer.export.verify import VerificationFailed
 
 
 def add_parsers(subparsers):
@@ -94,6 +95,20 @@ def add_parsers(subparsers):
                             f"images (default: {DEFAULT_TOLERANCE})")
         p.add_argument("--output-kind", help="probabilities or logits: what the model outputs (default: read from its graph; a sigmoid or unknown head is refused)")
         p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+        if name == "onnx":
+            p.add_argument("--quantize", default="none",
+                           help="none or int8 (ONNX Runtime static int8, QDQ; checked by the "
+                                "int8 gate of `export verify`) (default: none)")
+            p.add_argument("--representative", default="default",
+                           help=f"int8 calibration images: {data_lib.SOURCES}; the gate runs on "
+                                f"its held-out split (default: the embedded digits)")
+            p.add_argument("--data-dir", type=path_arg,
+                           help="tfds data dir for a tfds: --representative")
+            p.add_argument("--num-samples", type=int, default=tflite_lib.DEFAULT_SAMPLES,
+                           help=f"calibration images (default: {tflite_lib.DEFAULT_SAMPLES})")
+            p.add_argument("--no-gate", action="store_true",
+                           help="int8: write the file even if it misses the gate (as "
+                                "`export verify --no-gate`); by default it is refused")
         p.set_defaults(run=_run_server_format, export_format=name)
 
     p = sub.add_parser("keras-hub", help="a keras-hub preset directory (ImageClassifier.from_preset)")
@@ -197,15 +212,33 @@ def _run_server_format(args):
     from keras_mixer.export import servers
 
     export = {"onnx": servers.export_onnx, "openvino": servers.export_openvino}[args.export_format]
-    report = export(args.model, args.output, weights=_weights(args), labels=args.labels,
-                    tolerance=args.tolerance, overwrite=args.overwrite,
-                    output_kind=args.output_kind)
+    int8 = {}
+    if args.export_format == "onnx":
+        int8 = dict(quantize=args.quantize, representative=args.representative,
+                    num_samples=args.num_samples, data_dir=args.data_dir,
+                    gate=not args.no_gate)
+    try:
+        report = export(args.model, args.output, weights=_weights(args), labels=args.labels,
+                        tolerance=args.tolerance, overwrite=args.overwrite,
+                        output_kind=args.output_kind, **int8)
+    except VerificationFailed as err:
+        print(json.dumps(err.report, indent=1))
+        print(f"keras-mixer export {args.export_format}: FAILED, nothing written: {err}",
+              file=sys.stderr)
+        return 1
     check, contract = report["check"], report["contract"]
     print(f"wrote {report['path']} ({report['bytes']:,} bytes) and {report['sidecar']}")
     print(f"input {contract['input']['name']!r} {contract['input']['shape']}, output "
           f"{contract['output']['name']!r} {contract['output']['shape']} ({contract['output']['kind']})")
     print(f"checked against Keras on {check['images']} images: max abs difference "
           f"{check['max_abs_error']:.3g} (probabilities), top-1 agreement {check['top1_agreement']:.3f}")
+    if "verify" in report:
+        gate, key = report["verify"], "onnx_accuracy"
+        accuracy = ("" if gate["keras_accuracy"] is None else
+                    f", accuracy {gate[key]:.3f} (Keras {gate['keras_accuracy']:.3f})")
+        print(f"int8 gate on {gate['images']} held-out images: top-1 agreement "
+              f"{gate['top1_agreement']:.3f}{accuracy}: "
+              f"{'passed' if gate['gate']['passed'] else 'FAILED (--no-gate)'}")
 
 
 def _run_keras_hub(args):
@@ -220,7 +253,7 @@ def _run_keras_hub(args):
 
 
 def _run_verify(args):
-    from keras_mixer.export.verify import VerificationFailed, verify
+    from keras_mixer.export.verify import verify
 
     thresholds = {key: value for key, value in (
         ("top1_agreement", args.min_top1), ("max_abs_error", args.max_error),
