@@ -49,7 +49,7 @@ def read(path):
 
 @canary("Layer._flatten_layers()",
         ["keras_mixer/inference.py", "keras_mixer/training/outputs.py",
-         "keras_mixer/optimizers.py", "export/rebuild.py"],
+         "keras_mixer/optimizers.py", "keras_mixer/visualize.py", "export/rebuild.py"],
         ["._flatten_layers("])
 def _flatten_layers(tmp_path):
     import keras
